@@ -1,0 +1,41 @@
+"""Job stores. :func:`open_backend` picks one by URL scheme; nothing else names a concrete one."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from jobq.backends.base import Backend, JobFilter, Lease, NewJob, Outcome, OutcomeKind
+from jobq.exceptions import ConfigurationError
+
+__all__ = ["Backend", "JobFilter", "Lease", "NewJob", "Outcome", "OutcomeKind", "open_backend",
+           "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe to print and log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_backend(url: str) -> Backend:
+    """Open the job store named by ``url`` (``sqlite:///path.db`` or ``memory://``)."""
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(
+            f"job store URL must be a non-empty string like 'sqlite:///jobs.db', got {url!r}"
+        )
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from jobq.backends.memory import MemoryBackend
+
+        return MemoryBackend(url)
+    if scheme == "sqlite":
+        from jobq.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(url)
+    raise ConfigurationError(
+        f"unsupported job store URL {redact_url(url)!r}: use 'sqlite:///path/to/jobs.db' "
+        "or 'memory://'"
+    )

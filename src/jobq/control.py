@@ -1,0 +1,43 @@
+"""Exceptions a task raises to steer its own job: :class:`Retry`, :class:`Cancel`, :class:`Snooze`.
+
+They are control flow, not errors, so they do not derive from :class:`jobq.JobqError`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from jobq.clock import as_duration, require_aware
+
+
+class Retry(Exception):  # noqa: N818 - named for what the task asks for
+    """Fail this attempt and run again after ``delay`` (counts toward ``max_attempts``).
+
+    With ``delay=None`` the task's retry policy picks the delay.
+    """
+
+    def __init__(self, delay: timedelta | float | None = None, reason: str = "") -> None:
+        self.delay = None if delay is None else as_duration(delay, "Retry delay")
+        self.reason = reason
+        super().__init__(reason or f"retry requested (delay={self.delay})")
+
+
+class Cancel(Exception):  # noqa: N818
+    """Stop now and mark the job ``cancelled``; it is not retried."""
+
+    def __init__(self, reason: str = "cancelled by the task") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Snooze(Exception):  # noqa: N818
+    """Run again at ``until`` (a datetime) or after a delay; does not use up an attempt."""
+
+    def __init__(self, until: datetime | timedelta | float) -> None:
+        self.at: datetime | None = None
+        self.delay: timedelta | None = None
+        if isinstance(until, datetime):
+            self.at = require_aware(until, "Snooze until")
+        else:
+            self.delay = as_duration(until, "Snooze delay")
+        super().__init__(f"snoozed until {self.at or self.delay}")

@@ -1,0 +1,1 @@
+"""The `jobq demo` command and what it needs."""

@@ -1,0 +1,112 @@
+"""Running one claimed job: resolve task → check deadline → decode → run → classify.
+
+The result is always an :class:`Outcome` from a closed set (completed, retry, dead, cancelled,
+snoozed, expired); a task's exception never escapes into the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from jobq import payload
+from jobq.backends.base import Lease, Outcome, OutcomeKind
+from jobq.clock import utcnow
+from jobq.context import _current
+from jobq.control import Cancel, Retry, Snooze
+from jobq.exceptions import PayloadError
+from jobq.job import AttemptError, Job, JobRecord
+from jobq.retry import DEFAULT_RETRY
+
+if TYPE_CHECKING:
+    from jobq.app import App
+    from jobq.task import Task
+
+log = logging.getLogger("jobq.worker")
+MAX_TRACEBACK_CHARS = 20_000
+
+
+def _error(record: JobRecord, type_: str, message: str, tb: str | None = None) -> AttemptError:
+    return AttemptError(record.attempt, utcnow(), type_, message,
+                        tb[-MAX_TRACEBACK_CHARS:] if tb else None)
+
+
+def _lease(record: JobRecord) -> Lease:
+    assert record.lease_token is not None, "a claimed job always has a lease token"
+    return Lease(record.id, record.lease_token)
+
+
+def dead(record: JobRecord, type_: str, message: str, tb: str | None = None) -> Outcome:
+    return Outcome(_lease(record), OutcomeKind.DEAD, error=_error(record, type_, message, tb))
+
+
+def failure(record: JobRecord, task: Task[Any, Any] | None, exc: BaseException,
+            type_: str | None = None, message: str | None = None,
+            retry_delay: timedelta | None = None) -> Outcome:
+    """The outcome of a failed attempt: a retry after the policy's delay, or dead when the job
+    has used up its attempts or the policy says not to retry."""
+    type_ = type_ or type(exc).__name__
+    message = message if message is not None else str(exc)
+    tb = "".join(traceback.format_exception(exc)) if exc.__traceback__ else None
+    err = _error(record, type_, message, tb)
+    if record.attempt >= record.max_attempts:
+        return Outcome(_lease(record), OutcomeKind.DEAD, error=err)
+    delay = retry_delay
+    if delay is None:
+        policy = task.defaults.retry if task is not None else DEFAULT_RETRY
+        delay = policy.delay(record.attempt, exc)
+        if delay is None:
+            return Outcome(_lease(record), OutcomeKind.DEAD, error=err)
+    return Outcome(_lease(record), OutcomeKind.RETRY, error=err, delay=delay)
+
+
+def execute(app: App, record: JobRecord,
+            on_start: Callable[[JobRecord], None] | None = None) -> Outcome:
+    """Run one claimed job in this thread and say how it ended."""
+    task = app._tasks.get(record.task)
+    if task is None:
+        return dead(record, "UnknownTaskError",
+                    f"task {record.task!r} is not registered in this worker's app; register it "
+                    "(@app.task) in the app the worker runs, then retry the job")
+    if (record.deadline is not None and record.started_at is not None
+            and record.started_at > record.deadline and not task.defaults.run_late):
+        return Outcome(_lease(record), OutcomeKind.EXPIRED, error=_error(
+            record, "DeadlineExpired",
+            f"deadline {record.deadline.isoformat()} passed before the job started "
+            f"({record.started_at.isoformat()})"))
+    try:
+        args, kwargs = record.args, record.kwargs
+    except PayloadError as exc:
+        return dead(record, "PayloadError", str(exc))
+    if on_start is not None:
+        on_start(record)
+    token = _current.set(Job(app, record))
+    try:
+        if task.is_async:
+            result = asyncio.run(task.fn(*args, **kwargs))
+        else:
+            result = task.fn(*args, **kwargs)
+    except Retry as exc:
+        return failure(record, task, exc, "Retry", exc.reason or "the task asked to retry",
+                       retry_delay=exc.delay)
+    except Snooze as exc:
+        return Outcome(_lease(record), OutcomeKind.SNOOZED, delay=exc.delay, run_at=exc.at)
+    except Cancel as exc:
+        return Outcome(_lease(record), OutcomeKind.CANCELLED,
+                       error=_error(record, "Cancel", exc.reason))
+    except BaseException as exc:  # noqa: BLE001 - a task's failure must never kill the worker
+        log.warning("job %s (%s) attempt %d/%d failed: %s: %s", record.id, record.task,
+                    record.attempt, record.max_attempts, type(exc).__name__, exc)
+        return failure(record, task, exc)
+    finally:
+        _current.reset(token)
+    try:
+        result_json = payload.encode(result, "result")
+    except PayloadError as exc:
+        return dead(record, "PayloadError",
+                    f"the task returned a value that cannot be stored: {exc}")
+    return Outcome(_lease(record), OutcomeKind.COMPLETED, result_json=result_json)

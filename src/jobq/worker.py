@@ -1,0 +1,461 @@
+"""The worker: one coordinator thread and T executor threads in this process.
+
+The coordinator owns every conversation with the backend: it claims in batches sized to the free
+slots, renews all held leases in one heartbeat, records finished attempts in batches, and runs
+maintenance (promote due jobs, rescue expired leases, aging, pruning). Executor threads only run
+jobs and hand their outcomes back, so a slow task never delays a lease renewal.
+
+Crash semantics (at-least-once): an attempt that finished but whose outcome was not yet recorded
+when the process died runs again after its lease expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from jobq.backends.base import Lease, Outcome, OutcomeKind
+from jobq.clock import utcnow
+from jobq.exceptions import ConfigurationError, JobqError
+from jobq.executor import execute, failure
+from jobq.job import JobRecord
+from jobq.options import validate_queue
+from jobq.states import TERMINAL_STATES
+
+if TYPE_CHECKING:
+    from jobq.app import App
+
+log = logging.getLogger("jobq.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Aging:
+    """Waiting raises a job's effective priority by one per ``every``, by at most ``max_boost``."""
+
+    every: timedelta = timedelta(minutes=5)
+    max_boost: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a worker runs. Durations are ``timedelta``; ``weights`` maps queue → weight."""
+
+    queues: tuple[str, ...] = ("default",)
+    threads: int = 8
+    lease: timedelta = timedelta(seconds=30)
+    burst: bool = False
+    grace: timedelta = timedelta(seconds=30)
+    weights: Mapping[str, int] | None = None
+    prefetch: int | None = None
+    poll_interval: timedelta = timedelta(seconds=1)
+    maintenance_interval: timedelta = timedelta(seconds=1)
+    retention: timedelta | None = timedelta(days=7)
+    aging: Aging | None = Aging()
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ConfigurationError("a worker needs at least one queue, e.g. queues=['default']")
+        for q in self.queues:
+            try:
+                validate_queue(q)
+            except JobqError as exc:
+                raise ConfigurationError(str(exc)) from None
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not (
+            1 <= self.threads <= 1024
+        ):
+            raise ConfigurationError(f"threads must be an int from 1 to 1024, got {self.threads!r}")
+        if self.lease < timedelta(seconds=1):
+            raise ConfigurationError(
+                f"lease must be at least 1 second, got {self.lease}; the worker renews it every "
+                "third of it, so very short leases let jobs run twice under load"
+            )
+        if self.weights is not None:
+            for q, w in self.weights.items():
+                if q not in self.queues or isinstance(w, bool) or not isinstance(w, int) or w < 1:
+                    raise ConfigurationError(
+                        f"weight {w!r} for queue {q!r}: weights must be ints >= 1 for queues the "
+                        f"worker serves ({', '.join(self.queues)})"
+                    )
+
+
+@dataclass(slots=True)
+class WorkerSummary:
+    """What one ``run()`` did."""
+
+    claimed: int = 0
+    outcomes: dict[OutcomeKind, int] = field(default_factory=dict)
+    lost_leases: int = 0
+    timed_out: int = 0
+    released: int = 0
+
+    @property
+    def completed(self) -> int:
+        return self.outcomes.get(OutcomeKind.COMPLETED, 0)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A job this process has claimed and not yet acknowledged."""
+
+    record: JobRecord
+    lease: Lease
+    started: float | None = None  # monotonic, once a thread picks it up
+    thread: str | None = None
+    timed_out: bool = False
+    lost: bool = False
+
+
+class Worker:
+    """Runs jobs from ``config.queues`` until stopped (or, with ``burst``, until none are left).
+
+    Use :meth:`jobq.App.run_worker` rather than building one directly.
+    """
+
+    def __init__(self, app: App, config: WorkerConfig) -> None:
+        self.app = app
+        self.backend = app.backend
+        self.config = config
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.summary = WorkerSummary()
+        self._inbox: queue.SimpleQueue[JobRecord | None] = queue.SimpleQueue()
+        self._held: dict[int, _Held] = {}
+        self._acks: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._abandoned: set[str] = set()
+        self._maybe_work = True
+        self._capacity = config.threads + (config.prefetch if config.prefetch is not None
+                                           else config.threads)
+
+    # -- public ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs finish within the grace period. Safe from any thread."""
+        self._stopping.set()
+        self._wake.set()
+
+    def notify(self) -> None:
+        """Wake an idle worker: new jobs may be available (called on local enqueues)."""
+        self._maybe_work = True
+        self._wake.set()
+
+    def run(self) -> WorkerSummary:
+        """Run until stopped; returns what was done. Blocks the calling thread."""
+        cfg = self.config
+        log.info("worker %s starting: queues=%s threads=%d lease=%ss", self.worker_id,
+                 ",".join(cfg.queues), cfg.threads, cfg.lease.total_seconds())
+        for _ in range(cfg.threads):
+            self._start_thread()
+        self.app._workers.add(self)
+        try:
+            self._loop()
+        finally:
+            self.app._workers.discard(self)
+            self._shutdown()
+        log.info("worker %s stopped: %s", self.worker_id, self.summary)
+        return self.summary
+
+    # -- coordinator -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        cfg = self.config
+        heartbeat_every = cfg.lease.total_seconds() / 3
+        next_heartbeat = time.monotonic() + heartbeat_every
+        next_maintenance = 0.0
+        next_poll = 0.0
+        token = self.backend.change_token()
+        idle_step = 0.001
+        while not self._stopping.is_set():
+            self._wake.clear()
+            self._flush_acks()
+            now = time.monotonic()
+            if now >= next_maintenance:
+                self._maintain()
+                next_maintenance = now + cfg.maintenance_interval.total_seconds()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + heartbeat_every
+            self._check_timeouts(now)
+            if now >= next_poll:
+                self._maybe_work = True
+                next_poll = now + cfg.poll_interval.total_seconds()
+            claimed = self._claim() if self._maybe_work else 0
+            if claimed:
+                idle_step = 0.001
+                continue
+            with self._lock:
+                busy = bool(self._held) or bool(self._acks)
+            if cfg.burst and not busy and not self._maybe_work:
+                self.backend.promote_due()
+                if not self._claim():
+                    return
+                continue
+            # Idle (or all slots busy): wait for a finished job, a local enqueue, another
+            # process's commit (change token), or the next timer.
+            wait_until = min(next_heartbeat, next_maintenance, next_poll)
+            while not self._wake.is_set() and not self._stopping.is_set():
+                remaining = wait_until - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self._wake.wait(min(idle_step, remaining)):
+                    break
+                new_token = self.backend.change_token()
+                if new_token != token:
+                    token = new_token
+                    self._maybe_work = True
+                    idle_step = 0.001
+                    break
+                idle_step = min(idle_step * 1.5, 0.02)
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self._capacity - len(self._held)
+
+    def _claim(self) -> int:
+        free = self._free_slots()
+        if free <= 0 or self._stopping.is_set():
+            return 0
+        cfg = self.config
+        queues: Sequence[str] = cfg.queues
+        ordered = False
+        if cfg.weights:
+            queues = _weighted_order(cfg.queues, cfg.weights)
+            ordered = True
+        try:
+            records = self.backend.claim(queues, free, worker_id=self.worker_id,
+                                         lease=cfg.lease, queue_order=ordered)
+        except JobqError as exc:
+            log.error("claim failed, will retry: %s", exc)
+            return 0
+        self._maybe_work = len(records) == free
+        if not records:
+            return 0
+        self.summary.claimed += len(records)
+        with self._lock:
+            for r in records:
+                assert r.lease_token is not None
+                self._held[r.id] = _Held(r, Lease(r.id, r.lease_token))
+        for r in records:
+            self._inbox.put(r)
+        return len(records)
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            acks, self._acks = self._acks, []
+        if not acks:
+            return
+        try:
+            self.backend.record_outcomes(acks)
+        except JobqError as exc:
+            log.error("recording %d outcomes failed, will retry: %s", len(acks), exc)
+            with self._lock:
+                self._acks[:0] = acks
+            return
+        with self._lock:
+            for o in acks:
+                self._held.pop(o.lease.job_id, None)
+                self.summary.outcomes[o.kind] = self.summary.outcomes.get(o.kind, 0) + 1
+        self._maybe_work = True
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            leases = [h.lease for h in self._held.values() if not h.lost]
+        if not leases:
+            return
+        try:
+            held = self.backend.heartbeat(leases, lease=self.config.lease)
+        except JobqError as exc:
+            log.error("heartbeat failed, will retry: %s", exc)
+            return
+        with self._lock:
+            for lease in leases:
+                if lease.job_id not in held and lease.job_id in self._held:
+                    self._held[lease.job_id].lost = True
+                    self.summary.lost_leases += 1
+                    log.warning("job %s: lease lost (expired and rescued, or cancelled); its "
+                                "outcome will not be recorded", lease.job_id)
+
+    def _maintain(self) -> None:
+        cfg = self.config
+        try:
+            due = self.backend.next_due()
+            if due is not None and due <= utcnow():
+                self.backend.promote_due()
+            self.backend.rescue_expired()
+            if cfg.aging is not None:
+                self.backend.age(every=cfg.aging.every, max_boost=cfg.aging.max_boost)
+            if cfg.retention is not None and random.random() < 0.02:
+                self.backend.prune(older_than=cfg.retention, states=TERMINAL_STATES)
+        except JobqError as exc:
+            log.error("maintenance failed, will retry: %s", exc)
+
+    def _check_timeouts(self, now: float) -> None:
+        expired: list[_Held] = []
+        with self._lock:
+            for h in self._held.values():
+                t = h.record.timeout
+                if (t is not None and h.started is not None and not h.timed_out
+                        and now - h.started > t.total_seconds()):
+                    h.timed_out = True
+                    expired.append(h)
+        for h in expired:
+            task = self.app._tasks.get(h.record.task)
+            exc = TimeoutError(f"job ran longer than its timeout of {h.record.timeout}")
+            outcome = failure(h.record, task, exc, "Timeout", str(exc))
+            log.warning("job %s (%s) timed out after %s; its thread %s is abandoned",
+                        h.record.id, h.record.task, h.record.timeout, h.thread)
+            self.summary.timed_out += 1
+            with self._lock:
+                self._acks.append(outcome)
+            # The stuck thread keeps its OS thread until the task returns; a fresh thread takes
+            # its slot so the pool keeps its size.
+            if h.thread is not None:
+                self._abandoned.add(h.thread)
+            if len(self._abandoned) <= self.config.threads * 4:
+                self._start_thread()
+            else:
+                log.error("%d threads abandoned to timed-out jobs; not replacing more: restart "
+                          "this worker", len(self._abandoned))
+
+    def _shutdown(self) -> None:
+        """Hand back unstarted jobs, let running ones finish within the grace, release the rest."""
+        self._stopping.set()
+        unstarted: list[Lease] = []
+        while True:
+            try:
+                r = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if r is not None:
+                with self._lock:
+                    h = self._held.pop(r.id, None)
+                if h is not None:
+                    unstarted.append(h.lease)
+        for _ in self._threads:
+            self._inbox.put(None)
+        self._release(unstarted)
+        give_up = time.monotonic() + self.config.grace.total_seconds()
+        heartbeat_every = self.config.lease.total_seconds() / 3
+        next_heartbeat = time.monotonic() + heartbeat_every
+        while True:
+            self._flush_acks()
+            with self._lock:
+                running = [h for h in self._held.values() if not h.timed_out]
+            if not running or time.monotonic() >= give_up:
+                break
+            if time.monotonic() >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = time.monotonic() + heartbeat_every
+            self._wake.wait(0.05)
+            self._wake.clear()
+        self._flush_acks()
+        with self._lock:
+            leftover = [h.lease for h in self._held.values()]
+            self._held.clear()
+        if leftover:
+            log.warning("grace period over: releasing %d running job(s) to run elsewhere",
+                        len(leftover))
+            self._release(leftover)
+
+    def _release(self, leases: list[Lease]) -> None:
+        if not leases:
+            return
+        try:
+            self.summary.released += len(self.backend.release(leases))
+        except JobqError as exc:
+            log.error("releasing %d jobs failed; they run again when their leases expire: %s",
+                      len(leases), exc)
+
+    # -- executor threads --------------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        t = threading.Thread(target=self._run_jobs, name=f"jobq-{len(self._threads)}",
+                             daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _run_jobs(self) -> None:
+        name = threading.current_thread().name
+        while True:
+            record = self._inbox.get()
+            if record is None:
+                return
+            outcome = execute(self.app, record, on_start=lambda r: self._started(r, name))
+            with self._lock:
+                h = self._held.get(record.id)
+                abandoned = name in self._abandoned
+                if h is not None and not h.timed_out and not h.lost:
+                    self._acks.append(outcome)
+                elif h is not None and h.lost:
+                    self._held.pop(record.id, None)
+                    log.warning("job %s finished (%s) after its lease was lost; nothing "
+                                "recorded", record.id, outcome.kind.value)
+            self._wake.set()
+            if abandoned:
+                return  # a replacement thread already took this slot
+
+    def _started(self, record: JobRecord, thread: str) -> None:
+        with self._lock:
+            h = self._held.get(record.id)
+            if h is not None:
+                h.started = time.monotonic()
+                h.thread = thread
+
+
+def _weighted_order(queues: Sequence[str], weights: Mapping[str, int]) -> list[str]:
+    """A random order of ``queues`` in which a queue comes first with odds of its weight."""
+    pool = [(q, weights.get(q, 1)) for q in queues]
+    order = []
+    while pool:
+        pick = random.uniform(0, sum(w for _, w in pool))
+        for i, (q, w) in enumerate(pool):
+            pick -= w
+            if pick <= 0 or i == len(pool) - 1:
+                order.append(q)
+                del pool[i]
+                break
+    return order
+
+
+@contextlib.contextmanager
+def signal_handlers(worker: Worker) -> Iterator[None]:
+    """First SIGTERM/SIGINT: graceful stop. Second: exit at once (leases recover the jobs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            log.warning("received %s: finishing running jobs (up to %ss), send again to exit "
+                        "at once", signal.Signals(signum).name,
+                        worker.config.grace.total_seconds())
+            worker.stop()
+        else:
+            log.warning("received %s again: exiting now", signal.Signals(signum).name)
+            os._exit(128 + signum)
+
+    previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
