@@ -206,7 +206,7 @@ class Worker:
                 continue
             # Idle (or all slots busy): wait for a finished job, a local enqueue, another
             # process's commit (change token), or the next timer.
-            wait_until = min(next_heartbeat, next_maintenance, next_poll)
+            wait_until = min(next_heartbeat, next_maintenance, next_poll, self._next_timeout())
             while not self._wake.is_set() and not self._stopping.is_set():
                 remaining = wait_until - time.monotonic()
                 if remaining <= 0:
@@ -302,6 +302,15 @@ class Worker:
                 self.backend.prune(older_than=cfg.retention, states=TERMINAL_STATES)
         except JobqError as exc:
             log.error("maintenance failed, will retry: %s", exc)
+
+    def _next_timeout(self) -> float:
+        """Monotonic time at which the earliest running job passes its timeout."""
+        with self._lock:
+            return min(
+                (h.started + h.record.timeout.total_seconds() for h in self._held.values()
+                 if h.started is not None and h.record.timeout is not None and not h.timed_out),
+                default=float("inf"),
+            )
 
     def _check_timeouts(self, now: float) -> None:
         expired: list[_Held] = []
@@ -414,6 +423,8 @@ class Worker:
             if h is not None:
                 h.started = time.monotonic()
                 h.thread = thread
+        if record.timeout is not None:
+            self._wake.set()
 
 
 def _weighted_order(queues: Sequence[str], weights: Mapping[str, int]) -> list[str]:

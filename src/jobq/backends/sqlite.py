@@ -145,8 +145,8 @@ class SQLiteBackend:
             )
         try:
             conn = self._conn()
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = self._enable_wal(conn)
+            if mode.lower() != "wal":
                 raise DatabaseOpenError(
                     f"SQLite database {self.path!r} cannot use WAL journaling (got {mode!r}); "
                     "jobq needs WAL for safe concurrent workers: put the file on a local disk, "
@@ -170,6 +170,10 @@ class SQLiteBackend:
         except Exception:
             self.close()
             raise
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL; returns the journal mode SQLite actually set."""
+        return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
