@@ -47,7 +47,7 @@ def test_path_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_file_that_is_not_a_database(tmp_path: Path) -> None:
     (tmp_path / "garbage.db").write_bytes(b"this is not a sqlite file" * 100)
-    with pytest.raises(jobq.DatabaseOpenError, match="garbage.db"):
+    with pytest.raises(jobq.DatabaseOpenError, match=r"garbage\.db"):
         jobq.App(f"sqlite:///{tmp_path}/garbage.db").open()
 
 

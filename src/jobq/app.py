@@ -29,6 +29,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_URL_ENV = "JOBQ_URL"
+DEFAULT_AGING = Aging()
 
 
 class App:
@@ -45,7 +46,7 @@ class App:
         *,
         lease: timedelta = timedelta(seconds=30),
         retention: timedelta | None = timedelta(days=7),
-        aging: Aging | None = Aging(),
+        aging: Aging | None = DEFAULT_AGING,
         max_payload_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         if url is None:
@@ -117,9 +118,9 @@ class App:
         run_late: bool = False,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # mypy cannot match ParamSpec-generic overloads
         self,
-        fn: Callable[P, R] | None = None,
+        fn: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
@@ -129,7 +130,7 @@ class App:
         timeout: timedelta | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         run_late: bool = False,
-    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., ...)``.
 
         ``name`` defaults to ``module.qualname``; producers and workers must agree on it.
@@ -139,7 +140,7 @@ class App:
         defaults = TaskDefaults(queue=queue, priority=priority, max_attempts=max_attempts,
                                 timeout=timeout, retry=retry, run_late=run_late)
 
-        def register(f: Callable[P, R]) -> Task[P, R]:
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(f):
                 raise ConfigurationError(f"@app.task needs a function, got {f!r}")
             task_name = name or f"{f.__module__}.{f.__qualname__}"
@@ -153,7 +154,7 @@ class App:
                     f"task name {task_name!r} is already registered for {existing.fn!r}; give "
                     "one of them another name with @app.task(name=...)"
                 )
-            t = Task(self, f, task_name, defaults)
+            t: Task[Any, Any] = Task(self, f, task_name, defaults)
             self._tasks[task_name] = t
             return t
 

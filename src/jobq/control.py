@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from jobq.clock import as_duration, require_aware
 
 
-class Retry(Exception):  # noqa: N818 - named for what the task asks for
+class Retry(Exception):
     """Fail this attempt and run again after ``delay`` (counts toward ``max_attempts``).
 
     With ``delay=None`` the task's retry policy picks the delay.
@@ -22,7 +22,7 @@ class Retry(Exception):  # noqa: N818 - named for what the task asks for
         super().__init__(reason or f"retry requested (delay={self.delay})")
 
 
-class Cancel(Exception):  # noqa: N818
+class Cancel(Exception):
     """Stop now and mark the job ``cancelled``; it is not retried."""
 
     def __init__(self, reason: str = "cancelled by the task") -> None:
@@ -30,7 +30,7 @@ class Cancel(Exception):  # noqa: N818
         super().__init__(reason)
 
 
-class Snooze(Exception):  # noqa: N818
+class Snooze(Exception):
     """Run again at ``until`` (a datetime) or after a delay; does not use up an attempt."""
 
     def __init__(self, until: datetime | timedelta | float) -> None:

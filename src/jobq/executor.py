@@ -98,7 +98,7 @@ def execute(app: App, record: JobRecord,
     except Cancel as exc:
         return Outcome(_lease(record), OutcomeKind.CANCELLED,
                        error=_error(record, "Cancel", exc.reason))
-    except BaseException as exc:  # noqa: BLE001 - a task's failure must never kill the worker
+    except BaseException as exc:
         log.warning("job %s (%s) attempt %d/%d failed: %s: %s", record.id, record.task,
                     record.attempt, record.max_attempts, type(exc).__name__, exc)
         return failure(record, task, exc)

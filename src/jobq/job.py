@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jobq import payload
-from jobq.exceptions import JobCancelled, JobExpired, JobFailed, WaitTimeout
+from jobq.exceptions import JobCancelled, JobExpired, JobFailed, PayloadError, WaitTimeout
 from jobq.states import JobState
 
 if TYPE_CHECKING:
@@ -63,14 +63,14 @@ class JobRecord:
     def args(self) -> list[Any]:
         value = payload.decode(self.args_json, "args")
         if not isinstance(value, list):
-            raise payload.PayloadError(f"stored args are not a JSON list: {self.args_json[:80]!r}")
+            raise PayloadError(f"stored args are not a JSON list: {self.args_json[:80]!r}")
         return value
 
     @property
     def kwargs(self) -> dict[str, Any]:
         value = payload.decode(self.kwargs_json, "kwargs")
         if not isinstance(value, dict):
-            raise payload.PayloadError(
+            raise PayloadError(
                 f"stored kwargs are not a JSON object: {self.kwargs_json[:80]!r}"
             )
         return value

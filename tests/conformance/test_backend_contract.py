@@ -140,7 +140,7 @@ def test_scheduled_job_is_not_claimed_until_promoted(backend: Backend, clock: Cl
 
 
 def test_aging_lifts_long_waiting_jobs_bounded(backend: Backend, clock: Clock) -> None:
-    (old,) = backend.enqueue_many([new_job("old", priority=0)], now=clock.now)
+    backend.enqueue_many([new_job("old", priority=0)], now=clock.now)
     clock.advance(300)
     backend.enqueue_many([new_job("new-p2", priority=2), new_job("new-p9", priority=9)],
                          now=clock.now)
@@ -148,7 +148,7 @@ def test_aging_lifts_long_waiting_jobs_bounded(backend: Backend, clock: Clock) -
     order = [r.task for r in claim(backend, clock, 10)]
     assert order == ["new-p9", "old", "new-p2"]
     # bounded: a very old job gains at most max_boost
-    (ancient,) = backend.enqueue_many([new_job("ancient", priority=0)], now=clock.now)
+    backend.enqueue_many([new_job("ancient", priority=0)], now=clock.now)
     backend.enqueue_many([new_job("p4", priority=4)], now=clock.now)
     backend.age(every=timedelta(seconds=1), max_boost=3, now=clock.advance(10_000))
     assert [r.task for r in claim(backend, clock, 10)] == ["p4", "ancient"]

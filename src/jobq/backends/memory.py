@@ -218,7 +218,7 @@ class MemoryBackend:
             row.finished_us = now_
             row.leased_until_us = None
             self._move(row, Action.CANCEL, JobState.CANCELLED, finished_at=from_us(now_),
-                       leased_until=None, errors=row.record.errors + (err,))
+                       leased_until=None, errors=(*row.record.errors, err))
             return True, row.record
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> JobRecord:
@@ -275,10 +275,10 @@ class MemoryBackend:
                 row.eff_priority = r.priority
                 if r.attempt >= r.max_attempts:
                     row.finished_us = now_
-                    self._move(row, Action.RESCUE, JobState.DEAD, errors=r.errors + (err,),
+                    self._move(row, Action.RESCUE, JobState.DEAD, errors=(*r.errors, err),
                                leased_until=None, finished_at=from_us(now_))
                 else:
-                    self._move(row, Action.RESCUE, JobState.AVAILABLE, errors=r.errors + (err,),
+                    self._move(row, Action.RESCUE, JobState.AVAILABLE, errors=(*r.errors, err),
                                leased_until=None)
                 n += 1
         return n

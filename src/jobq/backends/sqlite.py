@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -251,10 +252,8 @@ class SQLiteBackend:
             self._closed = True
             conns, self._all = self._all, []
         for conn in conns:
-            try:
+            with contextlib.suppress(sqlite3.Error):  # closing is best effort
                 conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing is best effort
-                pass
         self._local = threading.local()
 
     # -- enqueue -----------------------------------------------------------------------------
@@ -494,7 +493,8 @@ class SQLiteBackend:
 
     def list_jobs(self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
                   ) -> list[JobRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         for column, value in (("queue", filter.queue), ("task", filter.task),
                               ("state", filter.state.value if filter.state else None)):
             if value is not None:
