@@ -72,14 +72,17 @@ class WorkerConfig:
                 validate_queue(q)
             except JobqError as exc:
                 raise ConfigurationError(str(exc)) from None
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not (
-            1 <= self.threads <= 1024
+        if (
+            isinstance(self.threads, bool)
+            or not isinstance(self.threads, int)
+            or not (1 <= self.threads <= 1024)
         ):
             raise ConfigurationError(f"threads must be an int from 1 to 1024, got {self.threads!r}")
         if self.lease < timedelta(seconds=1):
             raise ConfigurationError(
-                f"lease must be at least 1 second, got {self.lease}; the worker renews it every "
-                "third of it, so very short leases let jobs run twice under load"
+                f"lease must be at least 1 second, got {self.lease.total_seconds():g}s; the "
+                "worker renews it every third of it, so very short leases let jobs run twice "
+                "under load"
             )
         if self.weights is not None:
             for q, w in self.weights.items():
@@ -138,8 +141,11 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._abandoned: set[str] = set()
         self._maybe_work = True
-        self._capacity = config.threads + (config.prefetch if config.prefetch is not None
-                                           else config.threads)
+        self._next_aging = 0.0
+        self._next_promote = float("inf")
+        self._capacity = config.threads + (
+            config.prefetch if config.prefetch is not None else config.threads
+        )
 
     # -- public ------------------------------------------------------------------------------
 
@@ -156,8 +162,13 @@ class Worker:
     def run(self) -> WorkerSummary:
         """Run until stopped; returns what was done. Blocks the calling thread."""
         cfg = self.config
-        log.info("worker %s starting: queues=%s threads=%d lease=%ss", self.worker_id,
-                 ",".join(cfg.queues), cfg.threads, cfg.lease.total_seconds())
+        log.info(
+            "worker %s starting: queues=%s threads=%d lease=%ss",
+            self.worker_id,
+            ",".join(cfg.queues),
+            cfg.threads,
+            cfg.lease.total_seconds(),
+        )
         for _ in range(cfg.threads):
             self._start_thread()
         self.app._workers.add(self)
@@ -181,7 +192,6 @@ class Worker:
         idle_step = 0.001
         while not self._stopping.is_set():
             self._wake.clear()
-            self._flush_acks()
             now = time.monotonic()
             if now >= next_maintenance:
                 self._maintain()
@@ -190,10 +200,13 @@ class Worker:
                 self._heartbeat()
                 next_heartbeat = now + heartbeat_every
             self._check_timeouts(now)
+            if now >= self._next_promote:
+                self._next_promote = float("inf")
+                self._promote()
             if now >= next_poll:
                 self._maybe_work = True
                 next_poll = now + cfg.poll_interval.total_seconds()
-            claimed = self._claim() if self._maybe_work else 0
+            claimed = self._exchange(claim=self._maybe_work)
             if claimed:
                 idle_step = 0.001
                 continue
@@ -201,12 +214,18 @@ class Worker:
                 busy = bool(self._held) or bool(self._acks)
             if cfg.burst and not busy and not self._maybe_work:
                 self.backend.promote_due()
-                if not self._claim():
+                if not self._exchange(claim=True):
                     return
                 continue
             # Idle (or all slots busy): wait for a finished job, a local enqueue, another
             # process's commit (change token), or the next timer.
-            wait_until = min(next_heartbeat, next_maintenance, next_poll, self._next_timeout())
+            wait_until = min(
+                next_heartbeat,
+                next_maintenance,
+                next_poll,
+                self._next_timeout(),
+                self._next_promote,
+            )
             while not self._wake.is_set() and not self._stopping.is_set():
                 remaining = wait_until - time.monotonic()
                 if remaining <= 0:
@@ -221,55 +240,55 @@ class Worker:
                     break
                 idle_step = min(idle_step * 1.5, 0.02)
 
-    def _free_slots(self) -> int:
-        with self._lock:
-            return self._capacity - len(self._held)
-
-    def _claim(self) -> int:
-        free = self._free_slots()
-        if free <= 0 or self._stopping.is_set():
-            return 0
-        cfg = self.config
-        queues: Sequence[str] = cfg.queues
-        ordered = False
-        if cfg.weights:
-            queues = _weighted_order(cfg.queues, cfg.weights)
-            ordered = True
-        try:
-            records = self.backend.claim(queues, free, worker_id=self.worker_id,
-                                         lease=cfg.lease, queue_order=ordered)
-        except JobqError as exc:
-            log.error("claim failed, will retry: %s", exc)
-            return 0
-        self._maybe_work = len(records) == free
-        if not records:
-            return 0
-        self.summary.claimed += len(records)
-        with self._lock:
-            for r in records:
-                assert r.lease_token is not None
-                self._held[r.id] = _Held(r, Lease(r.id, r.lease_token))
-        for r in records:
-            self._inbox.put(r)
-        return len(records)
-
-    def _flush_acks(self) -> None:
+    def _exchange(self, claim: bool) -> int:
+        """Record finished attempts and, if ``claim`` and slots are free, claim more jobs, in
+        one transaction (one commit per batch, not two). Returns how many were claimed."""
         with self._lock:
             acks, self._acks = self._acks, []
-        if not acks:
-            return
+            # acknowledged jobs give their slots back in the same transaction
+            free = self._capacity - len(self._held) + len(acks)
+        if not claim or self._stopping.is_set():
+            free = 0
+        if not acks and free <= 0:
+            return 0
+        cfg = self.config
+        records: list[JobRecord] = []
         try:
-            self.backend.record_outcomes(acks)
+            if free > 0:
+                queues: Sequence[str] = cfg.queues
+                if cfg.weights:
+                    queues = _weighted_order(cfg.queues, cfg.weights)
+                _, records = self.backend.record_and_claim(
+                    acks,
+                    queues,
+                    free,
+                    worker_id=self.worker_id,
+                    lease=cfg.lease,
+                    queue_order=bool(cfg.weights),
+                )
+            else:
+                self.backend.record_outcomes(acks)
         except JobqError as exc:
-            log.error("recording %d outcomes failed, will retry: %s", len(acks), exc)
+            log.error("recording %d outcomes / claiming failed, will retry: %s", len(acks), exc)
             with self._lock:
                 self._acks[:0] = acks
-            return
+            return 0
         with self._lock:
             for o in acks:
                 self._held.pop(o.lease.job_id, None)
                 self.summary.outcomes[o.kind] = self.summary.outcomes.get(o.kind, 0) + 1
-        self._maybe_work = True
+                if o.delay is not None:  # a retry or snooze of ours: promote it when due
+                    due = time.monotonic() + o.delay.total_seconds()
+                    self._next_promote = min(self._next_promote, due)
+            for r in records:
+                assert r.lease_token is not None
+                self._held[r.id] = _Held(r, Lease(r.id, r.lease_token))
+        if free > 0:
+            self._maybe_work = len(records) == free
+        self.summary.claimed += len(records)
+        for r in records:
+            self._inbox.put(r)
+        return len(records)
 
     def _heartbeat(self) -> None:
         with self._lock:
@@ -286,17 +305,29 @@ class Worker:
                 if lease.job_id not in held and lease.job_id in self._held:
                     self._held[lease.job_id].lost = True
                     self.summary.lost_leases += 1
-                    log.warning("job %s: lease lost (expired and rescued, or cancelled); its "
-                                "outcome will not be recorded", lease.job_id)
+                    log.warning(
+                        "job %s: lease lost (expired and rescued, or cancelled); its "
+                        "outcome will not be recorded",
+                        lease.job_id,
+                    )
+
+    def _promote(self) -> None:
+        try:
+            if self.backend.promote_due():
+                self._maybe_work = True
+        except JobqError as exc:
+            log.error("promoting due jobs failed, will retry: %s", exc)
 
     def _maintain(self) -> None:
         cfg = self.config
         try:
             due = self.backend.next_due()
-            if due is not None and due <= utcnow():
-                self.backend.promote_due()
+            if due is not None and due <= utcnow() and self.backend.promote_due():
+                self._maybe_work = True
             self.backend.rescue_expired()
-            if cfg.aging is not None:
+            if cfg.aging is not None and time.monotonic() >= self._next_aging:
+                # aging scans the available jobs, so it runs a few times per aging step only
+                self._next_aging = time.monotonic() + max(cfg.aging.every.total_seconds() / 4, 1)
                 self.backend.age(every=cfg.aging.every, max_boost=cfg.aging.max_boost)
             if cfg.retention is not None and random.random() < 0.02:
                 self.backend.prune(older_than=cfg.retention, states=TERMINAL_STATES)
@@ -307,8 +338,11 @@ class Worker:
         """Monotonic time at which the earliest running job passes its timeout."""
         with self._lock:
             return min(
-                (h.started + h.record.timeout.total_seconds() for h in self._held.values()
-                 if h.started is not None and h.record.timeout is not None and not h.timed_out),
+                (
+                    h.started + h.record.timeout.total_seconds()
+                    for h in self._held.values()
+                    if h.started is not None and h.record.timeout is not None and not h.timed_out
+                ),
                 default=float("inf"),
             )
 
@@ -317,16 +351,25 @@ class Worker:
         with self._lock:
             for h in self._held.values():
                 t = h.record.timeout
-                if (t is not None and h.started is not None and not h.timed_out
-                        and now - h.started > t.total_seconds()):
+                if (
+                    t is not None
+                    and h.started is not None
+                    and not h.timed_out
+                    and now - h.started > t.total_seconds()
+                ):
                     h.timed_out = True
                     expired.append(h)
         for h in expired:
             task = self.app._tasks.get(h.record.task)
             exc = TimeoutError(f"job ran longer than its timeout of {h.record.timeout}")
             outcome = failure(h.record, task, exc, "Timeout", str(exc))
-            log.warning("job %s (%s) timed out after %s; its thread %s is abandoned",
-                        h.record.id, h.record.task, h.record.timeout, h.thread)
+            log.warning(
+                "job %s (%s) timed out after %s; its thread %s is abandoned",
+                h.record.id,
+                h.record.task,
+                h.record.timeout,
+                h.thread,
+            )
             self.summary.timed_out += 1
             with self._lock:
                 self._acks.append(outcome)
@@ -337,8 +380,11 @@ class Worker:
             if len(self._abandoned) <= self.config.threads * 4:
                 self._start_thread()
             else:
-                log.error("%d threads abandoned to timed-out jobs; not replacing more: restart "
-                          "this worker", len(self._abandoned))
+                log.error(
+                    "%d threads abandoned to timed-out jobs; not replacing more: restart "
+                    "this worker",
+                    len(self._abandoned),
+                )
 
     def _shutdown(self) -> None:
         """Hand back unstarted jobs, let running ones finish within the grace, release the rest."""
@@ -361,7 +407,7 @@ class Worker:
         heartbeat_every = self.config.lease.total_seconds() / 3
         next_heartbeat = time.monotonic() + heartbeat_every
         while True:
-            self._flush_acks()
+            self._exchange(claim=False)
             with self._lock:
                 running = [h for h in self._held.values() if not h.timed_out]
             if not running or time.monotonic() >= give_up:
@@ -371,13 +417,14 @@ class Worker:
                 next_heartbeat = time.monotonic() + heartbeat_every
             self._wake.wait(0.05)
             self._wake.clear()
-        self._flush_acks()
+        self._exchange(claim=False)
         with self._lock:
             leftover = [h.lease for h in self._held.values()]
             self._held.clear()
         if leftover:
-            log.warning("grace period over: releasing %d running job(s) to run elsewhere",
-                        len(leftover))
+            log.warning(
+                "grace period over: releasing %d running job(s) to run elsewhere", len(leftover)
+            )
             self._release(leftover)
 
     def _release(self, leases: list[Lease]) -> None:
@@ -386,14 +433,16 @@ class Worker:
         try:
             self.summary.released += len(self.backend.release(leases))
         except JobqError as exc:
-            log.error("releasing %d jobs failed; they run again when their leases expire: %s",
-                      len(leases), exc)
+            log.error(
+                "releasing %d jobs failed; they run again when their leases expire: %s",
+                len(leases),
+                exc,
+            )
 
     # -- executor threads --------------------------------------------------------------------
 
     def _start_thread(self) -> None:
-        t = threading.Thread(target=self._run_jobs, name=f"jobq-{len(self._threads)}",
-                             daemon=True)
+        t = threading.Thread(target=self._run_jobs, name=f"jobq-{len(self._threads)}", daemon=True)
         self._threads.append(t)
         t.start()
 
@@ -411,8 +460,11 @@ class Worker:
                     self._acks.append(outcome)
                 elif h is not None and h.lost:
                     self._held.pop(record.id, None)
-                    log.warning("job %s finished (%s) after its lease was lost; nothing "
-                                "recorded", record.id, outcome.kind.value)
+                    log.warning(
+                        "job %s finished (%s) after its lease was lost; nothing recorded",
+                        record.id,
+                        outcome.kind.value,
+                    )
             self._wake.set()
             if abandoned:
                 return  # a replacement thread already took this slot
@@ -454,9 +506,11 @@ def signal_handlers(worker: Worker) -> Iterator[None]:
         nonlocal count
         count += 1
         if count == 1:
-            log.warning("received %s: finishing running jobs (up to %ss), send again to exit "
-                        "at once", signal.Signals(signum).name,
-                        worker.config.grace.total_seconds())
+            log.warning(
+                "received %s: finishing running jobs (up to %ss), send again to exit at once",
+                signal.Signals(signum).name,
+                worker.config.grace.total_seconds(),
+            )
             worker.stop()
         else:
             log.warning("received %s again: exiting now", signal.Signals(signum).name)

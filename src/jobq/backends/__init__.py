@@ -7,8 +7,16 @@ from urllib.parse import urlsplit
 from jobq.backends.base import Backend, JobFilter, Lease, NewJob, Outcome, OutcomeKind
 from jobq.exceptions import ConfigurationError
 
-__all__ = ["Backend", "JobFilter", "Lease", "NewJob", "Outcome", "OutcomeKind", "open_backend",
-           "redact_url"]
+__all__ = [
+    "Backend",
+    "JobFilter",
+    "Lease",
+    "NewJob",
+    "Outcome",
+    "OutcomeKind",
+    "open_backend",
+    "redact_url",
+]
 
 
 def redact_url(url: str) -> str:

@@ -109,8 +109,9 @@ class Backend(Protocol):
     #: The URL the backend was opened with, with any password redacted.
     url: str
 
-    def enqueue_many(self, jobs: Sequence[NewJob], *, now: datetime | None = None
-                     ) -> list[JobRecord]:
+    def enqueue_many(
+        self, jobs: Sequence[NewJob], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         """Store ``jobs`` atomically; return their records in the same order.
 
         A job whose ``unique_key`` is held by an active job is not inserted: the record of the
@@ -135,14 +136,33 @@ class Backend(Protocol):
         """
         ...
 
-    def heartbeat(self, leases: Sequence[Lease], *, lease: timedelta,
-                  now: datetime | None = None) -> set[int]:
+    def heartbeat(
+        self, leases: Sequence[Lease], *, lease: timedelta, now: datetime | None = None
+    ) -> set[int]:
         """Extend the given leases to ``now + lease``; return the ids still held."""
         ...
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], *, now: datetime | None = None
-                        ) -> set[int]:
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], *, now: datetime | None = None
+    ) -> set[int]:
         """Record finished attempts atomically; return the ids whose lease still matched."""
+        ...
+
+    def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker_id: str,
+        lease: timedelta,
+        queue_order: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[set[int], list[JobRecord]]:
+        """``record_outcomes`` then ``claim``, in one transaction: one commit instead of two.
+
+        Returns (ids whose outcome was recorded, claimed jobs).
+        """
         ...
 
     def release(self, leases: Sequence[Lease], *, now: datetime | None = None) -> set[int]:
@@ -174,8 +194,14 @@ class Backend(Protocol):
         ``max_boost``; returns how many changed."""
         ...
 
-    def prune(self, *, older_than: timedelta, states: frozenset[JobState],
-              now: datetime | None = None, limit: int = 10_000) -> int:
+    def prune(
+        self,
+        *,
+        older_than: timedelta,
+        states: frozenset[JobState],
+        now: datetime | None = None,
+        limit: int = 10_000,
+    ) -> int:
         """Delete up to ``limit`` finished jobs in ``states`` finished before now - older_than."""
         ...
 
@@ -183,11 +209,11 @@ class Backend(Protocol):
         """The earliest ``run_at`` of a scheduled job, if any."""
         ...
 
-    def get(self, job_id: int) -> JobRecord | None:
-        ...
+    def get(self, job_id: int) -> JobRecord | None: ...
 
-    def list_jobs(self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
-                  ) -> list[JobRecord]:
+    def list_jobs(
+        self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
+    ) -> list[JobRecord]:
         """Jobs matching ``filter``, newest first; ``before_id`` pages back."""
         ...
 
@@ -202,5 +228,4 @@ class Backend(Protocol):
         """
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...

@@ -39,7 +39,7 @@ class MemoryBackend:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._rows: dict[int, _Row] = {}
         self._ids = itertools.count(1)
         self._heaps: dict[str, list[tuple[_Key, int]]] = {}
@@ -63,8 +63,12 @@ class MemoryBackend:
 
     def _push(self, row: _Row) -> None:
         r = row.record
-        key = (-row.eff_priority, to_us(r.deadline) if r.deadline else NO_DEADLINE_US,
-               row.run_at_us, r.id)
+        key = (
+            -row.eff_priority,
+            to_us(r.deadline) if r.deadline else NO_DEADLINE_US,
+            row.run_at_us,
+            r.id,
+        )
         row.heap_key = key
         heapq.heappush(self._heaps.setdefault(r.queue, []), (key, r.id))
 
@@ -86,8 +90,9 @@ class MemoryBackend:
 
     # -- enqueue -----------------------------------------------------------------------------
 
-    def enqueue_many(self, jobs: Sequence[NewJob], *, now: datetime | None = None
-                     ) -> list[JobRecord]:
+    def enqueue_many(
+        self, jobs: Sequence[NewJob], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         now_ = _now(now)
         out: list[JobRecord] = []
         with self._lock:
@@ -95,17 +100,36 @@ class MemoryBackend:
                 if nj.unique_key is not None and nj.unique_key in self._unique:
                     out.append(self._rows[self._unique[nj.unique_key]].record)
                     continue
-                run_at = (to_us(nj.run_at) if nj.run_at is not None
-                          else now_ + (td_us(nj.delay) if nj.delay else 0))
+                run_at = (
+                    to_us(nj.run_at)
+                    if nj.run_at is not None
+                    else now_ + (td_us(nj.delay) if nj.delay else 0)
+                )
                 state = JobState.SCHEDULED if run_at > now_ else JobState.AVAILABLE
                 check(Action.ENQUEUE, None, state)
                 record = JobRecord(
-                    id=next(self._ids), queue=nj.queue, task=nj.task, args_json=nj.args_json,
-                    kwargs_json=nj.kwargs_json, priority=nj.priority, deadline=nj.deadline,
-                    run_at=from_us(run_at), attempt=0, max_attempts=nj.max_attempts,
-                    timeout=nj.timeout, unique_key=nj.unique_key, tags=nj.tags, state=state,
-                    worker_id=None, lease_token=None, leased_until=None, result_json=None,
-                    errors=(), created_at=from_us(now_), started_at=None, finished_at=None,
+                    id=next(self._ids),
+                    queue=nj.queue,
+                    task=nj.task,
+                    args_json=nj.args_json,
+                    kwargs_json=nj.kwargs_json,
+                    priority=nj.priority,
+                    deadline=nj.deadline,
+                    run_at=from_us(run_at),
+                    attempt=0,
+                    max_attempts=nj.max_attempts,
+                    timeout=nj.timeout,
+                    unique_key=nj.unique_key,
+                    tags=nj.tags,
+                    state=state,
+                    worker_id=None,
+                    lease_token=None,
+                    leased_until=None,
+                    result_json=None,
+                    errors=(),
+                    created_at=from_us(now_),
+                    started_at=None,
+                    finished_at=None,
                 )
                 row = _Row(record, nj.priority, run_at)
                 self._rows[record.id] = row
@@ -141,14 +165,39 @@ class MemoryBackend:
                 row = self._rows[job_id]
                 r = row.record
                 row.leased_until_us = now_ + td_us(lease)
-                self._move(row, Action.CLAIM, JobState.RUNNING, attempt=r.attempt + 1,
-                           worker_id=worker_id, lease_token=secrets.token_hex(8),
-                           leased_until=from_us(row.leased_until_us), started_at=from_us(now_))
+                self._move(
+                    row,
+                    Action.CLAIM,
+                    JobState.RUNNING,
+                    attempt=r.attempt + 1,
+                    worker_id=worker_id,
+                    lease_token=secrets.token_hex(8),
+                    leased_until=from_us(row.leased_until_us),
+                    started_at=from_us(now_),
+                )
                 out.append(row.record)
         return out
 
-    def heartbeat(self, leases: Sequence[Lease], *, lease: timedelta,
-                  now: datetime | None = None) -> set[int]:
+    def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker_id: str,
+        lease: timedelta,
+        queue_order: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[set[int], list[JobRecord]]:
+        with self._lock:
+            done = self.record_outcomes(outcomes, now=now)
+            return done, self.claim(
+                queues, limit, worker_id=worker_id, lease=lease, queue_order=queue_order, now=now
+            )
+
+    def heartbeat(
+        self, leases: Sequence[Lease], *, lease: timedelta, now: datetime | None = None
+    ) -> set[int]:
         until = _now(now) + td_us(lease)
         held: set[int] = set()
         with self._lock:
@@ -160,8 +209,9 @@ class MemoryBackend:
                     held.add(lease_.job_id)
         return held
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], *, now: datetime | None = None
-                        ) -> set[int]:
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], *, now: datetime | None = None
+    ) -> set[int]:
         now_ = _now(now)
         done: set[int] = set()
         with self._lock:
@@ -172,22 +222,34 @@ class MemoryBackend:
                 r = row.record
                 errors = r.errors + ((o.error,) if o.error else ())
                 if o.kind in (OutcomeKind.RETRY, OutcomeKind.SNOOZED):
-                    run_at = (to_us(o.run_at) if o.run_at
-                              else now_ + td_us(o.delay or timedelta(0)))
+                    run_at = to_us(o.run_at) if o.run_at else now_ + td_us(o.delay or timedelta(0))
                     row.run_at_us = run_at
                     row.eff_priority = r.priority
                     row.leased_until_us = None
                     target = JobState.SCHEDULED if run_at > now_ else JobState.AVAILABLE
                     extra = 1 if o.kind is OutcomeKind.SNOOZED else 0
-                    self._move(row, o.kind.action, target, run_at=from_us(run_at),
-                               leased_until=None, errors=errors,
-                               max_attempts=r.max_attempts + extra)
+                    self._move(
+                        row,
+                        o.kind.action,
+                        target,
+                        run_at=from_us(run_at),
+                        leased_until=None,
+                        errors=errors,
+                        max_attempts=r.max_attempts + extra,
+                    )
                 else:
                     target = JobState(o.kind.value)
                     row.finished_us = now_
                     row.leased_until_us = None
-                    self._move(row, o.kind.action, target, result_json=o.result_json,
-                               errors=errors, finished_at=from_us(now_), leased_until=None)
+                    self._move(
+                        row,
+                        o.kind.action,
+                        target,
+                        result_json=o.result_json,
+                        errors=errors,
+                        finished_at=from_us(now_),
+                        leased_until=None,
+                    )
                 done.add(r.id)
         return done
 
@@ -198,9 +260,15 @@ class MemoryBackend:
                 row = self._held(lease_)
                 if row is not None:
                     row.leased_until_us = None
-                    self._move(row, Action.RELEASE, JobState.AVAILABLE,
-                               attempt=max(row.record.attempt - 1, 0), worker_id=None,
-                               leased_until=None, started_at=None)
+                    self._move(
+                        row,
+                        Action.RELEASE,
+                        JobState.AVAILABLE,
+                        attempt=max(row.record.attempt - 1, 0),
+                        worker_id=None,
+                        leased_until=None,
+                        started_at=None,
+                    )
                     done.add(lease_.job_id)
         return done
 
@@ -217,8 +285,14 @@ class MemoryBackend:
             err = AttemptError(0, from_us(now_), "Cancelled", "cancelled through the API")
             row.finished_us = now_
             row.leased_until_us = None
-            self._move(row, Action.CANCEL, JobState.CANCELLED, finished_at=from_us(now_),
-                       leased_until=None, errors=(*row.record.errors, err))
+            self._move(
+                row,
+                Action.CANCEL,
+                JobState.CANCELLED,
+                finished_at=from_us(now_),
+                leased_until=None,
+                errors=(*row.record.errors, err),
+            )
             return True, row.record
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> JobRecord:
@@ -240,9 +314,17 @@ class MemoryBackend:
             row.run_at_us = now_
             row.eff_priority = r.priority
             row.finished_us = None
-            self._move(row, Action.MANUAL_RETRY, JobState.AVAILABLE, run_at=from_us(now_),
-                       max_attempts=max(r.max_attempts, r.attempt + 1), finished_at=None,
-                       result_json=None, worker_id=None, leased_until=None)
+            self._move(
+                row,
+                Action.MANUAL_RETRY,
+                JobState.AVAILABLE,
+                run_at=from_us(now_),
+                max_attempts=max(r.max_attempts, r.attempt + 1),
+                finished_at=None,
+                result_json=None,
+                worker_id=None,
+                leased_until=None,
+            )
             return row.record
 
     # -- maintenance -------------------------------------------------------------------------
@@ -264,22 +346,39 @@ class MemoryBackend:
         with self._lock:
             for row in self._rows.values():
                 r = row.record
-                if (r.state is not JobState.RUNNING or row.leased_until_us is None
-                        or row.leased_until_us >= now_):
+                if (
+                    r.state is not JobState.RUNNING
+                    or row.leased_until_us is None
+                    or row.leased_until_us >= now_
+                ):
                     continue
                 err = AttemptError(
-                    r.attempt, from_us(now_), "WorkerLost",
+                    r.attempt,
+                    from_us(now_),
+                    "WorkerLost",
                     f"worker {r.worker_id or '?'} lost its lease (crashed, killed, hung or cut "
-                    "off from the database)")
+                    "off from the database)",
+                )
                 row.leased_until_us = None
                 row.eff_priority = r.priority
                 if r.attempt >= r.max_attempts:
                     row.finished_us = now_
-                    self._move(row, Action.RESCUE, JobState.DEAD, errors=(*r.errors, err),
-                               leased_until=None, finished_at=from_us(now_))
+                    self._move(
+                        row,
+                        Action.RESCUE,
+                        JobState.DEAD,
+                        errors=(*r.errors, err),
+                        leased_until=None,
+                        finished_at=from_us(now_),
+                    )
                 else:
-                    self._move(row, Action.RESCUE, JobState.AVAILABLE, errors=(*r.errors, err),
-                               leased_until=None)
+                    self._move(
+                        row,
+                        Action.RESCUE,
+                        JobState.AVAILABLE,
+                        errors=(*r.errors, err),
+                        leased_until=None,
+                    )
                 n += 1
         return n
 
@@ -301,14 +400,22 @@ class MemoryBackend:
             self._version += n > 0
         return n
 
-    def prune(self, *, older_than: timedelta, states: frozenset[JobState],
-              now: datetime | None = None, limit: int = 10_000) -> int:
+    def prune(
+        self,
+        *,
+        older_than: timedelta,
+        states: frozenset[JobState],
+        now: datetime | None = None,
+        limit: int = 10_000,
+    ) -> int:
         cutoff = _now(now) - td_us(older_than)
         with self._lock:
             doomed = [
-                job_id for job_id, row in self._rows.items()
+                job_id
+                for job_id, row in self._rows.items()
                 if row.record.state in states & TERMINAL_STATES
-                and row.finished_us is not None and row.finished_us < cutoff
+                and row.finished_us is not None
+                and row.finished_us < cutoff
             ][:limit]
             for job_id in doomed:
                 del self._rows[job_id]
@@ -316,8 +423,11 @@ class MemoryBackend:
 
     def next_due(self) -> datetime | None:
         with self._lock:
-            due = [row.run_at_us for row in self._rows.values()
-                   if row.record.state is JobState.SCHEDULED]
+            due = [
+                row.run_at_us
+                for row in self._rows.values()
+                if row.record.state is JobState.SCHEDULED
+            ]
         return opt_from_us(min(due)) if due else None
 
     # -- reading -----------------------------------------------------------------------------
@@ -327,16 +437,19 @@ class MemoryBackend:
             row = self._rows.get(job_id)
             return row.record if row else None
 
-    def list_jobs(self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
-                  ) -> list[JobRecord]:
+    def list_jobs(
+        self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
+    ) -> list[JobRecord]:
         with self._lock:
             records = [row.record for row in self._rows.values()]
         out = []
         for r in sorted(records, key=lambda r: -r.id):
-            if ((before_id is not None and r.id >= before_id)
-                    or (filter.queue is not None and r.queue != filter.queue)
-                    or (filter.state is not None and r.state is not filter.state)
-                    or (filter.task is not None and r.task != filter.task)):
+            if (
+                (before_id is not None and r.id >= before_id)
+                or (filter.queue is not None and r.queue != filter.queue)
+                or (filter.state is not None and r.state is not filter.state)
+                or (filter.task is not None and r.task != filter.task)
+            ):
                 continue
             out.append(r)
             if len(out) >= limit:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -54,27 +55,69 @@ _BUSY_RETRY_SECONDS = 60.0
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
-    (id_, queue, task, args, kwargs, priority, deadline, run_at, attempt, max_attempts, timeout,
-     unique_key, tags, state, worker_id, lease_token, leased_until, result, errors, created_at,
-     started_at, finished_at) = row
+    (
+        id_,
+        queue,
+        task,
+        args,
+        kwargs,
+        priority,
+        deadline,
+        run_at,
+        attempt,
+        max_attempts,
+        timeout,
+        unique_key,
+        tags,
+        state,
+        worker_id,
+        lease_token,
+        leased_until,
+        result,
+        errors,
+        created_at,
+        started_at,
+        finished_at,
+    ) = row
     return JobRecord(
-        id=id_, queue=queue, task=task, args_json=args, kwargs_json=kwargs, priority=priority,
-        deadline=opt_from_us(deadline), run_at=from_us(run_at), attempt=attempt,
+        id=id_,
+        queue=queue,
+        task=task,
+        args_json=args,
+        kwargs_json=kwargs,
+        priority=priority,
+        deadline=opt_from_us(deadline),
+        run_at=from_us(run_at),
+        attempt=attempt,
         max_attempts=max_attempts,
         timeout=None if timeout is None else timedelta(microseconds=timeout),
-        unique_key=unique_key, tags=tuple(json.loads(tags)), state=JobState(state),
-        worker_id=worker_id, lease_token=lease_token, leased_until=opt_from_us(leased_until),
-        result_json=result, errors=_decode_errors(errors), created_at=from_us(created_at),
-        started_at=opt_from_us(started_at), finished_at=opt_from_us(finished_at),
+        unique_key=unique_key,
+        tags=tuple(json.loads(tags)) if tags != "[]" else (),
+        state=JobState(state),
+        worker_id=worker_id,
+        lease_token=lease_token,
+        leased_until=opt_from_us(leased_until),
+        result_json=result,
+        errors=_decode_errors(errors),
+        created_at=from_us(created_at),
+        started_at=opt_from_us(started_at),
+        finished_at=opt_from_us(finished_at),
     )
 
 
 def _decode_errors(text: str) -> tuple[AttemptError, ...]:
+    if text == "[]":
+        return ()
     try:
         items = json.loads(text)
         return tuple(
-            AttemptError(attempt=e["attempt"], at=from_us(e["at"]), type=e["type"],
-                         message=e["message"], traceback=e.get("traceback"))
+            AttemptError(
+                attempt=e["attempt"],
+                at=from_us(e["at"]),
+                type=e["type"],
+                message=e["message"],
+                traceback=e.get("traceback"),
+            )
             for e in items
         )
     except (ValueError, TypeError, KeyError):
@@ -82,8 +125,15 @@ def _decode_errors(text: str) -> tuple[AttemptError, ...]:
 
 
 def encode_error(err: AttemptError) -> str:
-    return json.dumps({"attempt": err.attempt, "at": to_us(err.at), "type": err.type,
-                       "message": err.message, "traceback": err.traceback})
+    return json.dumps(
+        {
+            "attempt": err.attempt,
+            "at": to_us(err.at),
+            "type": err.type,
+            "message": err.message,
+            "traceback": err.traceback,
+        }
+    )
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -182,7 +232,9 @@ class SQLiteBackend:
             if self._closed:
                 raise DatabaseOpenError(f"the SQLite backend for {self.path!r} is closed")
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False,
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
                 timeout=self.busy_timeout_ms / 1000,
             )
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
@@ -258,8 +310,9 @@ class SQLiteBackend:
 
     # -- enqueue -----------------------------------------------------------------------------
 
-    def enqueue_many(self, jobs: Sequence[NewJob], *, now: datetime | None = None
-                     ) -> list[JobRecord]:
+    def enqueue_many(
+        self, jobs: Sequence[NewJob], *, now: datetime | None = None
+    ) -> list[JobRecord]:
         if not jobs:
             return []
         now_ = _now(now)
@@ -281,7 +334,8 @@ class SQLiteBackend:
                 else:
                     existing = c.execute(
                         f"SELECT {_COLUMNS} FROM jobq_jobs WHERE unique_key = ? AND state IN "
-                        f"({state_list_sql(_ACTIVE)})", (nj.unique_key,),
+                        f"({state_list_sql(_ACTIVE)})",
+                        (nj.unique_key,),
                     ).fetchone()
                     records[i] = _row_to_record(existing)
             if plain:
@@ -300,37 +354,46 @@ class SQLiteBackend:
         queue_order: bool = False,
         now: datetime | None = None,
     ) -> list[JobRecord]:
-        if limit <= 0 or not queues:
-            return []
+        return self.record_and_claim(
+            (), queues, limit, worker_id=worker_id, lease=lease, queue_order=queue_order, now=now
+        )[1]
+
+    def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker_id: str,
+        lease: timedelta,
+        queue_order: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[set[int], list[JobRecord]]:
         now_ = _now(now)
-        parts = []
-        params: dict[str, Any] = {"limit": limit, "now": now_, "until": now_ + td_us(lease),
-                                  "worker": worker_id}
-        for rank, queue in enumerate(queues):
-            params[f"q{rank}"] = queue
-            parts.append(
-                f"SELECT * FROM (SELECT id, {rank} AS qrank, eff_priority, deadline_key, run_at "
-                f"FROM jobq_jobs WHERE state = 'available' AND queue = :q{rank} "
-                f"ORDER BY {_ORDER} LIMIT :limit)"
-            )
-        order = ("qrank, " if queue_order else "") + _ORDER
-        sql = (
-            "UPDATE jobq_jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker, "
-            "lease_token = lower(hex(randomblob(8))), leased_until = :until, started_at = :now "
-            f"WHERE id IN (SELECT id FROM ({' UNION ALL '.join(parts)}) ORDER BY {order} "
-            f"LIMIT :limit) RETURNING {_COLUMNS}, eff_priority, deadline_key"
-        )
+        if limit <= 0 or not queues:
+            return (self.record_outcomes(outcomes, now=now) if outcomes else set()), []
         with self._write() as c:
-            rows = c.execute(sql, params).fetchall()
+            done = self._record_in(c, outcomes, now_)
+            rows = c.execute(
+                _claim_sql(len(queues), queue_order),
+                {
+                    "limit": limit,
+                    "now": now_,
+                    "until": now_ + td_us(lease),
+                    "worker": worker_id,
+                    **{f"q{rank}": q for rank, q in enumerate(queues)},
+                },
+            ).fetchall()
         rank_of = {q: i for i, q in enumerate(queues)}
         if queue_order:
             rows.sort(key=lambda r: (rank_of[r[1]], -r[22], r[23], r[7], r[0]))
         else:
             rows.sort(key=lambda r: (-r[22], r[23], r[7], r[0]))
-        return [_row_to_record(r[:22]) for r in rows]
+        return done, [_row_to_record(r[:22]) for r in rows]
 
-    def heartbeat(self, leases: Sequence[Lease], *, lease: timedelta,
-                  now: datetime | None = None) -> set[int]:
+    def heartbeat(
+        self, leases: Sequence[Lease], *, lease: timedelta, now: datetime | None = None
+    ) -> set[int]:
         if not leases:
             return set()
         now_ = _now(now)
@@ -344,29 +407,39 @@ class SQLiteBackend:
             ).fetchall()
         return {r[0] for r in rows}
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], *, now: datetime | None = None
-                        ) -> set[int]:
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], *, now: datetime | None = None
+    ) -> set[int]:
         if not outcomes:
             return set()
-        now_ = _now(now)
-        done: set[int] = set()
         with self._write() as c:
-            for o in outcomes:
-                sql = _OUTCOME_SQL[o.kind]
-                run_at = to_us(o.run_at) if o.run_at else now_ + td_us(o.delay or timedelta(0))
-                row = c.execute(sql, {
-                    "id": o.lease.job_id, "token": o.lease.token, "now": now_,
-                    "result": o.result_json, "run_at": run_at,
+            return self._record_in(c, outcomes, _now(now))
+
+    def _record_in(self, c: sqlite3.Connection, outcomes: Sequence[Outcome], now_: int) -> set[int]:
+        done: set[int] = set()
+        for o in outcomes:
+            run_at = to_us(o.run_at) if o.run_at else now_ + td_us(o.delay or timedelta(0))
+            row = c.execute(
+                _OUTCOME_SQL[o.kind],
+                {
+                    "id": o.lease.job_id,
+                    "token": o.lease.token,
+                    "now": now_,
+                    "result": o.result_json,
+                    "run_at": run_at,
                     "error": encode_error(o.error) if o.error else None,
-                }).fetchone()
-                if row is not None:
-                    done.add(row[0])
-                else:
-                    log.warning(
-                        "job %s: outcome %s not recorded: its lease %s is no longer held "
-                        "(expired and rescued, cancelled, or claimed again)",
-                        o.lease.job_id, o.kind.value, o.lease.token,
-                    )
+                },
+            ).fetchone()
+            if row is not None:
+                done.add(row[0])
+            else:
+                log.warning(
+                    "job %s: outcome %s not recorded: its lease %s is no longer held "
+                    "(expired and rescued, cancelled, or claimed again)",
+                    o.lease.job_id,
+                    o.kind.value,
+                    o.lease.token,
+                )
         return done
 
     def release(self, leases: Sequence[Lease], *, now: datetime | None = None) -> set[int]:
@@ -393,14 +466,25 @@ class SQLiteBackend:
                 "leased_until = NULL, errors = json_insert(errors, '$[#]', json(:error)) "
                 f"WHERE id = :id AND state IN ({state_list_sql(sources(Action.CANCEL))}) "
                 f"RETURNING {_COLUMNS}",
-                {"id": job_id, "now": now_, "error": json.dumps({
-                    "attempt": 0, "at": now_, "type": "Cancelled",
-                    "message": "cancelled through the API", "traceback": None})},
+                {
+                    "id": job_id,
+                    "now": now_,
+                    "error": json.dumps(
+                        {
+                            "attempt": 0,
+                            "at": now_,
+                            "type": "Cancelled",
+                            "message": "cancelled through the API",
+                            "traceback": None,
+                        }
+                    ),
+                },
             ).fetchone()
             if row is not None:
                 return True, _row_to_record(row)
-            current = c.execute(f"SELECT {_COLUMNS} FROM jobq_jobs WHERE id = ?",
-                                (job_id,)).fetchone()
+            current = c.execute(
+                f"SELECT {_COLUMNS} FROM jobq_jobs WHERE id = ?", (job_id,)
+            ).fetchone()
         if current is None:
             raise JobNotFound(f"no job with id {job_id}")
         return False, _row_to_record(current)
@@ -437,7 +521,8 @@ class SQLiteBackend:
         with self._write() as c:
             return c.execute(
                 "UPDATE jobq_jobs SET state = 'available', eff_priority = priority "
-                "WHERE state = 'scheduled' AND run_at <= ?", (_now(now),)
+                "WHERE state = 'scheduled' AND run_at <= ?",
+                (_now(now),),
             ).rowcount
 
     def rescue_expired(self, *, now: datetime | None = None) -> int:
@@ -452,7 +537,8 @@ class SQLiteBackend:
                 " 'type', 'WorkerLost', 'message', 'worker ' || coalesce(worker_id, '?') || "
                 "' lost its lease (crashed, killed, hung or cut off from the database)', "
                 "'traceback', NULL)) "
-                "WHERE state = 'running' AND leased_until < :now", {"now": now_},
+                "WHERE state = 'running' AND leased_until < :now",
+                {"now": now_},
             ).rowcount
 
     def age(self, *, every: timedelta, max_boost: int, now: datetime | None = None) -> int:
@@ -468,10 +554,17 @@ class SQLiteBackend:
                 {"now": _now(now), "every": every_us, "max_boost": max_boost},
             ).rowcount
 
-    def prune(self, *, older_than: timedelta, states: frozenset[JobState],
-              now: datetime | None = None, limit: int = 10_000) -> int:
+    def prune(
+        self,
+        *,
+        older_than: timedelta,
+        states: frozenset[JobState],
+        now: datetime | None = None,
+        limit: int = 10_000,
+    ) -> int:
         finished = states & frozenset(
-            {JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED})
+            {JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED}
+        )
         if not finished:
             return 0
         with self._write() as c:
@@ -491,12 +584,16 @@ class SQLiteBackend:
         rows = self._read(f"SELECT {_COLUMNS} FROM jobq_jobs WHERE id = ?", (job_id,))
         return _row_to_record(rows[0]) if rows else None
 
-    def list_jobs(self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
-                  ) -> list[JobRecord]:
+    def list_jobs(
+        self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
+    ) -> list[JobRecord]:
         where: list[str] = []
         params: list[object] = []
-        for column, value in (("queue", filter.queue), ("task", filter.task),
-                              ("state", filter.state.value if filter.state else None)):
+        for column, value in (
+            ("queue", filter.queue),
+            ("task", filter.task),
+            ("state", filter.state.value if filter.state else None),
+        ):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -539,47 +636,107 @@ def _insert_params(job_id: int, nj: NewJob, now: int) -> tuple[Any, ...]:
     state = JobState.SCHEDULED if run_at > now else JobState.AVAILABLE
     deadline = to_us(nj.deadline) if nj.deadline else None
     return (
-        job_id, nj.queue, nj.task, nj.args_json, nj.kwargs_json, nj.priority, nj.priority,
-        deadline, NO_DEADLINE_US if deadline is None else deadline, run_at, nj.max_attempts,
-        None if nj.timeout is None else td_us(nj.timeout), nj.unique_key, json.dumps(nj.tags),
-        state.value, now,
+        job_id,
+        nj.queue,
+        nj.task,
+        nj.args_json,
+        nj.kwargs_json,
+        nj.priority,
+        nj.priority,
+        deadline,
+        NO_DEADLINE_US if deadline is None else deadline,
+        run_at,
+        nj.max_attempts,
+        None if nj.timeout is None else td_us(nj.timeout),
+        nj.unique_key,
+        json.dumps(nj.tags),
+        state.value,
+        now,
     )
 
 
 def _new_record(p: tuple[Any, ...], nj: NewJob) -> JobRecord:
     return JobRecord(
-        id=p[0], queue=nj.queue, task=nj.task, args_json=nj.args_json,
-        kwargs_json=nj.kwargs_json, priority=nj.priority, deadline=opt_from_us(p[7]),
-        run_at=from_us(p[9]), attempt=0, max_attempts=nj.max_attempts, timeout=nj.timeout,
-        unique_key=nj.unique_key, tags=nj.tags, state=JobState(p[14]), worker_id=None,
-        lease_token=None, leased_until=None, result_json=None, errors=(),
-        created_at=from_us(p[15]), started_at=None, finished_at=None,
+        id=p[0],
+        queue=nj.queue,
+        task=nj.task,
+        args_json=nj.args_json,
+        kwargs_json=nj.kwargs_json,
+        priority=nj.priority,
+        deadline=opt_from_us(p[7]),
+        run_at=from_us(p[9]),
+        attempt=0,
+        max_attempts=nj.max_attempts,
+        timeout=nj.timeout,
+        unique_key=nj.unique_key,
+        tags=nj.tags,
+        state=JobState(p[14]),
+        worker_id=None,
+        lease_token=None,
+        leased_until=None,
+        result_json=None,
+        errors=(),
+        created_at=from_us(p[15]),
+        started_at=None,
+        finished_at=None,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_sql(n_queues: int, queue_order: bool) -> str:
+    """One UPDATE that leases the best ``:limit`` available jobs of queues ``:q0..:qN``.
+
+    Each queue's candidates come from its own walk of the partial claim index (so the cost is
+    O(log n) per queue, whatever the backlog), then the union is ordered once more.
+    """
+    parts = [
+        f"SELECT * FROM (SELECT id, {rank} AS qrank, eff_priority, deadline_key, run_at "
+        f"FROM jobq_jobs WHERE state = 'available' AND queue = :q{rank} "
+        f"ORDER BY {_ORDER} LIMIT :limit)"
+        for rank in range(n_queues)
+    ]
+    order = ("qrank, " if queue_order else "") + _ORDER
+    return (
+        "UPDATE jobq_jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker, "
+        "lease_token = lower(hex(randomblob(8))), leased_until = :until, started_at = :now "
+        f"WHERE id IN (SELECT id FROM ({' UNION ALL '.join(parts)}) ORDER BY {order} "
+        f"LIMIT :limit) RETURNING {_COLUMNS}, eff_priority, deadline_key"
     )
 
 
 def _fenced(set_clause: str) -> str:
-    return (f"UPDATE jobq_jobs SET {set_clause} WHERE id = :id AND lease_token = :token "
-            "AND state = 'running' RETURNING id")
+    return (
+        f"UPDATE jobq_jobs SET {set_clause} WHERE id = :id AND lease_token = :token "
+        "AND state = 'running' RETURNING id"
+    )
 
 
-_APPEND_ERROR = "errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', " \
-                "json(:error)) END"
+_APPEND_ERROR = (
+    "errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', "
+    "json(:error)) END"
+)
 _OUTCOME_SQL = {
     OutcomeKind.COMPLETED: _fenced(
-        "state = 'completed', result = :result, finished_at = :now, leased_until = NULL"),
+        "state = 'completed', result = :result, finished_at = :now, leased_until = NULL"
+    ),
     OutcomeKind.RETRY: _fenced(
         "state = CASE WHEN :run_at > :now THEN 'scheduled' ELSE 'available' END, "
-        f"run_at = :run_at, eff_priority = priority, leased_until = NULL, {_APPEND_ERROR}"),
+        f"run_at = :run_at, eff_priority = priority, leased_until = NULL, {_APPEND_ERROR}"
+    ),
     OutcomeKind.SNOOZED: _fenced(
         "state = CASE WHEN :run_at > :now THEN 'scheduled' ELSE 'available' END, "
         "run_at = :run_at, eff_priority = priority, leased_until = NULL, "
-        "max_attempts = max_attempts + 1"),
+        "max_attempts = max_attempts + 1"
+    ),
     OutcomeKind.DEAD: _fenced(
-        f"state = 'dead', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"),
+        f"state = 'dead', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"
+    ),
     OutcomeKind.CANCELLED: _fenced(
-        f"state = 'cancelled', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"),
+        f"state = 'cancelled', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"
+    ),
     OutcomeKind.EXPIRED: _fenced(
-        f"state = 'expired', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"),
+        f"state = 'expired', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"
+    ),
 }
 
 

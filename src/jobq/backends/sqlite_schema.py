@@ -42,7 +42,6 @@ MIGRATIONS: list[list[str]] = [
         CREATE INDEX jobq_jobs_claim ON jobq_jobs
             (queue, eff_priority DESC, deadline_key, run_at, id) WHERE state = 'available'
         """,
-        "CREATE INDEX jobq_jobs_aging ON jobq_jobs (run_at) WHERE state = 'available'",
         "CREATE INDEX jobq_jobs_due ON jobq_jobs (run_at) WHERE state = 'scheduled'",
         "CREATE INDEX jobq_jobs_lease ON jobq_jobs (leased_until) WHERE state = 'running'",
         """
@@ -54,7 +53,6 @@ MIGRATIONS: list[list[str]] = [
         CREATE INDEX jobq_jobs_finished ON jobq_jobs (finished_at)
             WHERE state IN ('completed', 'dead', 'cancelled', 'expired')
         """,
-        "CREATE INDEX jobq_jobs_queue_state ON jobq_jobs (queue, state)",
         """
         CREATE TABLE jobq_meta (
             key TEXT PRIMARY KEY,
