@@ -172,18 +172,24 @@ def parse_queues(text: str) -> tuple[list[str], dict[str, int] | None]:
 
 
 def _json_arg(text: str, flag: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
-    example = '\'[1, "a"]\'' if kind is list else '\'{"to": "a@example.com"}\''
+    example = "'[1, \"a\"]'" if kind is list else '\'{"to": "a@example.com"}\''
     what = "array" if kind is list else "object"
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise _UsageError(
             f"{flag} {_short(text)!r} is not valid JSON ({exc.msg} at position {exc.pos}); "
             f"pass a JSON {what}, e.g. {flag} {example}"
         ) from None
+    except ValueError as exc:
+        raise _UsageError(f"{flag} {_short(text)!r} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
         raise _UsageError(f"{flag} {_short(text)!r} must be a JSON {what}, e.g. {flag} {example}")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; use null or a string")
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -326,8 +332,13 @@ def job_to_dict(job: Job | JobRecord) -> dict[str, Any]:
         "started_at": _iso(r.started_at),
         "finished_at": _iso(r.finished_at),
         "errors": [
-            {"attempt": e.attempt, "at": e.at.isoformat(), "type": e.type,
-             "message": e.message, "traceback": e.traceback}
+            {
+                "attempt": e.attempt,
+                "at": e.at.isoformat(),
+                "type": e.type,
+                "message": e.message,
+                "traceback": e.traceback,
+            }
             for e in r.errors
         ],
     }
@@ -343,15 +354,18 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[object]],
-                 right: Collection[int] = ()) -> str:
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], right: Collection[int] = ()
+) -> str:
     """An aligned plain-text table; the columns at indexes ``right`` are right-aligned."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = []
     for row in cells:
-        parts = [c.rjust(w) if i in right else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 
@@ -376,8 +390,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     root.addHandler(handler)
     root.setLevel(args.log_level)
     try:
-        kwargs: dict[str, Any] = {"threads": args.threads, "burst": args.burst,
-                                  "weights": weights}
+        kwargs: dict[str, Any] = {"threads": args.threads, "burst": args.burst, "weights": weights}
         if args.lease is not None:
             kwargs["lease"] = args.lease
         if args.grace is not None:
@@ -394,8 +407,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     call_args = _json_arg(args.args, "--args", list)
     call_kwargs = _json_arg(args.kwargs, "--kwargs", dict) if args.kwargs is not None else None
     with _app_for(args) as app:
-        job = app.enqueue(args.task, args=call_args, kwargs=call_kwargs, queue=args.queue,
-                          priority=args.priority, delay=args.delay)
+        job = app.enqueue(
+            args.task,
+            args=call_args,
+            kwargs=call_kwargs,
+            queue=args.queue,
+            priority=args.priority,
+            delay=args.delay,
+        )
         _out(_dumps(job_to_dict(job)) if args.json else str(job.id))
     return EXIT_OK
 
@@ -435,8 +454,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 else:
                     now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
                     sys.stdout.write(_CLEAR_SCREEN)
-                    _out(f"jobq status  {redact_url(app.url)}  {now}  "
-                         f"(every {args.interval:g}s, Ctrl-C to stop)\n")
+                    _out(
+                        f"jobq status  {redact_url(app.url)}  {now}  "
+                        f"(every {args.interval:g}s, Ctrl-C to stop)\n"
+                    )
                     _print_status(app, False)
                 sys.stdout.flush()
                 n += 1
@@ -459,8 +480,13 @@ def _print_status(app: App, as_json: bool) -> None:
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     with _app_for(args) as app:
-        jobs = app.list_jobs(queue=args.queue, state=args.state, task=args.task,
-                             limit=args.limit, before_id=args.before)
+        jobs = app.list_jobs(
+            queue=args.queue,
+            state=args.state,
+            task=args.task,
+            limit=args.limit,
+            before_id=args.before,
+        )
         if args.json:
             _out(_dumps([job_to_dict(j) for j in jobs]))
             return EXIT_OK
@@ -468,9 +494,19 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
             _out("no jobs")
             return EXIT_OK
         header = ["ID", "STATE", "QUEUE", "TASK", "PRIORITY", "ATTEMPT", "CREATED", "RUN AT"]
-        rows = [[j.id, j.state.value, j.queue, j.task, j.priority,
-                 f"{j.attempt}/{j.max_attempts}", _when(j.created_at), _when(j.run_at)]
-                for j in jobs]
+        rows = [
+            [
+                j.id,
+                j.state.value,
+                j.queue,
+                j.task,
+                j.priority,
+                f"{j.attempt}/{j.max_attempts}",
+                _when(j.created_at),
+                _when(j.run_at),
+            ]
+            for j in jobs
+        ]
         _out(format_table(header, rows, right={0, 4, 5}))
     return EXIT_OK
 
@@ -482,9 +518,25 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         if args.json:
             _out(_dumps(d))
             return EXIT_OK
-        fields = ["id", "task", "queue", "state", "priority", "attempt", "max_attempts",
-                  "created_at", "run_at", "started_at", "finished_at", "deadline", "timeout",
-                  "unique_key", "tags", "worker_id", "leased_until"]
+        fields = [
+            "id",
+            "task",
+            "queue",
+            "state",
+            "priority",
+            "attempt",
+            "max_attempts",
+            "created_at",
+            "run_at",
+            "started_at",
+            "finished_at",
+            "deadline",
+            "timeout",
+            "unique_key",
+            "tags",
+            "worker_id",
+            "leased_until",
+        ]
         width = max(len(f) for f in [*fields, "args", "kwargs", "result"])
         for f in fields:
             value = d[f]
@@ -540,8 +592,10 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
                 _out(f"job {job_id}: already cancelled")
             else:
                 active = ", ".join(s.value for s in JobState if s not in TERMINAL_STATES)
-                _error(f"job {job_id} is already {state.value} and cannot be cancelled; only "
-                       f"{active} jobs can be")
+                _error(
+                    f"job {job_id} is already {state.value} and cannot be cancelled; only "
+                    f"{active} jobs can be"
+                )
                 code = EXIT_RUNTIME
     return code
 
@@ -570,100 +624,189 @@ def build_parser() -> argparse.ArgumentParser:
         description="jobq: a durable job queue. Run workers, enqueue jobs, and inspect them.",
         epilog=f"Without --url or --app, commands use ${DEFAULT_URL_ENV}.",
     )
-    parser.add_argument("--traceback", action="store_true", default=False,
-                        help="print the traceback of an error (for debugging)")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=False,
+        help="print the traceback of an error (for debugging)",
+    )
 
     common = _Parser(add_help=False)
-    common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
-                        help="print the traceback of an error (for debugging)")
+    common.add_argument(
+        "--traceback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the traceback of an error (for debugging)",
+    )
 
     store = _Parser(add_help=False)
     group = store.add_mutually_exclusive_group()
-    group.add_argument("--url", metavar="URL",
-                       help=f"job store URL, e.g. sqlite:///jobs.db (default: ${DEFAULT_URL_ENV})")
-    group.add_argument("--app", metavar="MODULE:APP",
-                       help="use the store of this jobq.App, e.g. myproject.tasks:app")
+    group.add_argument(
+        "--url",
+        metavar="URL",
+        help=f"job store URL, e.g. sqlite:///jobs.db (default: ${DEFAULT_URL_ENV})",
+    )
+    group.add_argument(
+        "--app",
+        metavar="MODULE:APP",
+        help="use the store of this jobq.App, e.g. myproject.tasks:app",
+    )
 
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    w = sub.add_parser("worker", parents=[common], help="run a worker",
-                       description="Run a worker for an app until SIGTERM/SIGINT (or, with "
-                                   "--burst, until the queues are empty).")
-    w.add_argument("app_spec", metavar="MODULE:APP",
-                   help="the jobq.App to run, e.g. myproject.tasks:app")
-    w.add_argument("--queues", metavar="Q[:W],...",
-                   help="queues to serve, with optional weights: high:3,low:1 (default: every "
-                        "queue of a registered task)")
-    w.add_argument("--threads", type=_positive_int_arg, default=8, metavar="N",
-                   help="jobs run at once (default: 8)")
-    w.add_argument("--lease", type=_seconds_arg, metavar="SECONDS",
-                   help="lease length (default: the app's, 30s)")
-    w.add_argument("--burst", action="store_true",
-                   help="exit once the queues are empty")
-    w.add_argument("--grace", type=_seconds_arg, metavar="SECONDS",
-                   help="on SIGTERM, how long running jobs may finish (default: 30)")
-    w.add_argument("--log-level", type=_log_level_arg, default="INFO", metavar="LEVEL",
-                   help="debug, info, warning or error (default: info)")
+    w = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run a worker",
+        description="Run a worker for an app until SIGTERM/SIGINT (or, with "
+        "--burst, until the queues are empty).",
+    )
+    w.add_argument(
+        "app_spec", metavar="MODULE:APP", help="the jobq.App to run, e.g. myproject.tasks:app"
+    )
+    w.add_argument(
+        "--queues",
+        metavar="Q[:W],...",
+        help="queues to serve, with optional weights: high:3,low:1 (default: every "
+        "queue of a registered task)",
+    )
+    w.add_argument(
+        "--threads",
+        type=_positive_int_arg,
+        default=8,
+        metavar="N",
+        help="jobs run at once (default: 8)",
+    )
+    w.add_argument(
+        "--lease",
+        type=_seconds_arg,
+        metavar="SECONDS",
+        help="lease length (default: the app's, 30s)",
+    )
+    w.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    w.add_argument(
+        "--grace",
+        type=_seconds_arg,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running jobs may finish (default: 30)",
+    )
+    w.add_argument(
+        "--log-level",
+        type=_log_level_arg,
+        default="INFO",
+        metavar="LEVEL",
+        help="debug, info, warning or error (default: info)",
+    )
     w.set_defaults(handler=cmd_worker)
 
-    e = sub.add_parser("enqueue", parents=[common, store, as_json], help="enqueue a job by name",
-                       description="Enqueue a job for a task by name; prints its id.")
+    e = sub.add_parser(
+        "enqueue",
+        parents=[common, store, as_json],
+        help="enqueue a job by name",
+        description="Enqueue a job for a task by name; prints its id.",
+    )
     e.add_argument("task", metavar="TASK", help="the task's registered name")
-    e.add_argument("--args", default="[]", metavar="JSON",
-                   help="positional arguments as a JSON array (default: [])")
+    e.add_argument(
+        "--args",
+        default="[]",
+        metavar="JSON",
+        help="positional arguments as a JSON array (default: [])",
+    )
     e.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
     e.add_argument("--priority", type=_int_arg, metavar="N", help="higher runs first")
     e.add_argument("--delay", type=_seconds_arg, metavar="SECONDS", help="run after a delay")
     e.add_argument("--queue", metavar="Q", help="queue (default: the task's, or 'default')")
     e.set_defaults(handler=cmd_enqueue)
 
-    s = sub.add_parser("status", parents=[common, store, as_json],
-                       help="job counts per queue and state",
-                       description="Job counts per queue and state.")
+    s = sub.add_parser(
+        "status",
+        parents=[common, store, as_json],
+        help="job counts per queue and state",
+        description="Job counts per queue and state.",
+    )
     s.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
-    s.add_argument("--interval", type=_seconds_arg, default=2.0, metavar="SECONDS",
-                   help="seconds between redraws with --watch (default: 2)")
+    s.add_argument(
+        "--interval",
+        type=_seconds_arg,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between redraws with --watch (default: 2)",
+    )
     s.add_argument("--iterations", type=_positive_int_arg, help=argparse.SUPPRESS)
     s.set_defaults(handler=cmd_status)
 
-    j = sub.add_parser("jobs", help="list, show, retry or cancel jobs",
-                       description="List, show, retry or cancel jobs.")
+    j = sub.add_parser(
+        "jobs",
+        help="list, show, retry or cancel jobs",
+        description="List, show, retry or cancel jobs.",
+    )
     jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
 
-    jl = jsub.add_parser("list", parents=[common, store, as_json], help="list jobs, newest first",
-                         description="List jobs, newest first.")
-    jl.add_argument("--state", choices=[st.value for st in JobState], metavar="STATE",
-                    help=f"only jobs in this state: {', '.join(st.value for st in JobState)}")
+    jl = jsub.add_parser(
+        "list",
+        parents=[common, store, as_json],
+        help="list jobs, newest first",
+        description="List jobs, newest first.",
+    )
+    jl.add_argument(
+        "--state",
+        choices=[st.value for st in JobState],
+        metavar="STATE",
+        help=f"only jobs in this state: {', '.join(st.value for st in JobState)}",
+    )
     jl.add_argument("--queue", metavar="Q", help="only jobs in this queue")
     jl.add_argument("--task", metavar="T", help="only jobs of this task")
-    jl.add_argument("--limit", type=_positive_int_arg, default=50, metavar="N",
-                    help="at most N jobs, up to 1000 (default: 50)")
-    jl.add_argument("--before", type=_job_id_arg, metavar="ID",
-                    help="only jobs with ids below ID (the next page)")
+    jl.add_argument(
+        "--limit",
+        type=_positive_int_arg,
+        default=50,
+        metavar="N",
+        help="at most N jobs, up to 1000 (default: 50)",
+    )
+    jl.add_argument(
+        "--before",
+        type=_job_id_arg,
+        metavar="ID",
+        help="only jobs with ids below ID (the next page)",
+    )
     jl.set_defaults(handler=cmd_jobs_list)
 
-    js = jsub.add_parser("show", parents=[common, store, as_json], help="show one job in full",
-                         description="Show one job: every field, and each attempt's error.")
+    js = jsub.add_parser(
+        "show",
+        parents=[common, store, as_json],
+        help="show one job in full",
+        description="Show one job: every field, and each attempt's error.",
+    )
     js.add_argument("id", type=_job_id_arg, metavar="ID")
     js.set_defaults(handler=cmd_jobs_show)
 
-    jr = jsub.add_parser("retry", parents=[common, store],
-                         help="run finished jobs again",
-                         description="Run completed, dead, cancelled or expired jobs again.")
+    jr = jsub.add_parser(
+        "retry",
+        parents=[common, store],
+        help="run finished jobs again",
+        description="Run completed, dead, cancelled or expired jobs again.",
+    )
     jr.add_argument("ids", type=_job_id_arg, nargs="+", metavar="ID")
     jr.set_defaults(handler=cmd_jobs_retry)
 
-    jc = jsub.add_parser("cancel", parents=[common, store], help="cancel unfinished jobs",
-                         description="Cancel jobs that have not finished.")
+    jc = jsub.add_parser(
+        "cancel",
+        parents=[common, store],
+        help="cancel unfinished jobs",
+        description="Cancel jobs that have not finished.",
+    )
     jc.add_argument("ids", type=_job_id_arg, nargs="+", metavar="ID")
     jc.set_defaults(handler=cmd_jobs_cancel)
 
-    sub.add_parser("demo", help="run the demo (jobq demo --help for its options)",
-                   description="Run the jobq demo; arguments are passed on to it.",
-                   add_help=False)
+    sub.add_parser(
+        "demo",
+        help="run the demo (jobq demo --help for its options)",
+        description="Run the jobq demo; arguments are passed on to it.",
+        add_help=False,
+    )
     return parser
 
 
@@ -699,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
             lead += 1
         if lead < len(argv) and argv[lead] == "demo":
             show_tb = lead > 0
-            return cmd_demo(argv[lead + 1:])
+            return cmd_demo(argv[lead + 1 :])
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
