@@ -74,8 +74,9 @@ def send_mail(port: int, to: str, subject: str, body: str) -> None:
     msg["Subject"] = subject
     msg.set_content(body)
     # local_hostname: without it smtplib resolves this host's FQDN on every connection.
-    with smtplib.SMTP("127.0.0.1", port, local_hostname="jobq-demo-worker",
-                      timeout=SMTP_TIMEOUT) as smtp:
+    with smtplib.SMTP(
+        "127.0.0.1", port, local_hostname="jobq-demo-worker", timeout=SMTP_TIMEOUT
+    ) as smtp:
         smtp.send_message(msg)  # a refused recipient (451 or 550) raises: jobq retries
 
 
@@ -92,21 +93,41 @@ def build_shop(url: str, smtp_port: int, starts: Starts) -> Shop:
     """Register the email tasks on a new :class:`jobq.App` for ``url``."""
     app = jobq.App(url)
 
-    @app.task(name="demo.send_order_confirmation", queue=QUEUE, priority=NORMAL_PRIORITY,
-              max_attempts=MAX_ATTEMPTS, retry=RETRY, timeout=TASK_TIMEOUT)
+    @app.task(
+        name="demo.send_order_confirmation",
+        queue=QUEUE,
+        priority=NORMAL_PRIORITY,
+        max_attempts=MAX_ATTEMPTS,
+        retry=RETRY,
+        timeout=TASK_TIMEOUT,
+    )
     def send_order_confirmation(order_id: int, email: str, vip: bool) -> str:
         starts.record("vip" if vip else "normal")
         greeting = "Thank you for being a VIP customer!\n\n" if vip else ""
-        send_mail(smtp_port, email, f"Your order #{order_id} is confirmed",
-                  f"{greeting}We received order #{order_id} and will ship it soon.\n")
+        send_mail(
+            smtp_port,
+            email,
+            f"Your order #{order_id} is confirmed",
+            f"{greeting}We received order #{order_id} and will ship it soon.\n",
+        )
         return f"sent to {email}"
 
-    @app.task(name="demo.send_password_reset", queue=QUEUE, priority=RESET_PRIORITY,
-              max_attempts=MAX_ATTEMPTS, retry=RETRY, timeout=TASK_TIMEOUT)
+    @app.task(
+        name="demo.send_password_reset",
+        queue=QUEUE,
+        priority=RESET_PRIORITY,
+        max_attempts=MAX_ATTEMPTS,
+        retry=RETRY,
+        timeout=TASK_TIMEOUT,
+    )
     def send_password_reset(user_id: int, email: str) -> str:
         starts.record("reset")
-        send_mail(smtp_port, email, "Reset your password",
-                  f"Follow this link within 30 minutes: https://shop.example/reset/{user_id}\n")
+        send_mail(
+            smtp_port,
+            email,
+            "Reset your password",
+            f"Follow this link within 30 minutes: https://shop.example/reset/{user_id}\n",
+        )
         return f"sent to {email}"
 
     return Shop(app, send_order_confirmation, send_password_reset)
