@@ -1,0 +1,1 @@
+"""Benchmarks: jobq beside its peers, BENCHMARK.md workloads. Run ``python -m benchmarks``."""
