@@ -67,8 +67,12 @@ def backend(open_store: Callable[[], Backend]) -> Backend:
 
 def new_job(task: str = "t", queue: str = "default", **kw: object) -> NewJob:
     fields: dict[str, object] = {
-        "queue": queue, "task": task, "args_json": "[]", "kwargs_json": "{}",
-        "priority": 0, "max_attempts": 3,
+        "queue": queue,
+        "task": task,
+        "args_json": "[]",
+        "kwargs_json": "{}",
+        "priority": 0,
+        "max_attempts": 3,
     }
     fields.update(kw)
     return NewJob(**fields)  # type: ignore[arg-type]

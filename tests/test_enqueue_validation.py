@@ -24,11 +24,25 @@ def _nothing_written(app: jobq.App) -> None:
     assert app.stats() == {}
 
 
-@pytest.mark.parametrize("bad", [
-    {1, 2}, b"bytes", datetime.now(UTC), Decimal("1.5"), object(), (1, 2), [1, (2, 3)],
-    {1: "int key"}, math.nan, math.inf, [-math.inf], "nul\x00char", "lone \ud800 surrogate",
-    {"k\x00": 1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {1, 2},
+        b"bytes",
+        datetime.now(UTC),
+        Decimal("1.5"),
+        object(),
+        (1, 2),
+        [1, (2, 3)],
+        {1: "int key"},
+        math.nan,
+        math.inf,
+        [-math.inf],
+        "nul\x00char",
+        "lone \ud800 surrogate",
+        {"k\x00": 1},
+    ],
+)
 def test_non_json_arguments_are_refused(app: jobq.App, bad: object) -> None:
     @app.task
     def f(x: object) -> None: ...
@@ -59,37 +73,45 @@ def test_payload_size_limit(app_url: str) -> None:
 
 
 def test_exact_json_round_trips(app: jobq.App) -> None:
-    value = {"s": "ünïcödé ✓ 😀", "n": [0, -1, 2**80, 1.5, -0.0, 1e308], "b": [True, False],
-             "none": None, "nested": {"a": [{"b": []}]}}
+    value = {
+        "s": "ünïcödé ✓ 😀",
+        "n": [0, -1, 2**80, 1.5, -0.0, 1e308],
+        "b": [True, False],
+        "none": None,
+        "nested": {"a": [{"b": []}]},
+    }
     job = app.enqueue("t", args=[value], kwargs={"k": value})
     again = app.get_job(job.id)
     assert again.args == [value] and again.kwargs == {"k": value}
     check_json(value, "value")
 
 
-@pytest.mark.parametrize(("options", "match"), [
-    ({"delay": -1}, "delay must be zero or positive"),
-    ({"delay": timedelta(seconds=-5)}, "delay must be zero or positive"),
-    ({"delay": "soon"}, "delay must be a timedelta"),
-    ({"delay": math.nan}, "finite"),
-    ({"run_at": datetime(2030, 1, 1)}, "naive datetime"),
-    ({"deadline": datetime(2030, 1, 1)}, "naive datetime"),
-    ({"run_at": "2030-01-01"}, "must be a datetime"),
-    ({"delay": 5, "run_at": datetime(2030, 1, 1, tzinfo=UTC)}, "not both"),
-    ({"priority": 1.5}, "priority must be an int"),
-    ({"priority": "9"}, "priority must be an int"),
-    ({"priority": True}, "priority must be an int"),
-    ({"priority": 10**9}, "out of range"),
-    ({"queue": ""}, "invalid queue name ''"),
-    ({"queue": "has space"}, "invalid queue name"),
-    ({"queue": "q'; DROP TABLE jobq_jobs; --"}, "invalid queue name"),
-    ({"queue": "x" * 129}, "invalid queue name"),
-    ({"queue": 7}, "invalid queue name"),
-    ({"max_attempts": 0}, "max_attempts"),
-    ({"timeout": 0}, "timeout must be positive"),
-    ({"unique_key": ""}, "unique_key"),
-    ({"tags": "one-string"}, "tags"),
-])
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"delay": -1}, "delay must be zero or positive"),
+        ({"delay": timedelta(seconds=-5)}, "delay must be zero or positive"),
+        ({"delay": "soon"}, "delay must be a timedelta"),
+        ({"delay": math.nan}, "finite"),
+        ({"run_at": datetime(2030, 1, 1)}, "naive datetime"),
+        ({"deadline": datetime(2030, 1, 1)}, "naive datetime"),
+        ({"run_at": "2030-01-01"}, "must be a datetime"),
+        ({"delay": 5, "run_at": datetime(2030, 1, 1, tzinfo=UTC)}, "not both"),
+        ({"priority": 1.5}, "priority must be an int"),
+        ({"priority": "9"}, "priority must be an int"),
+        ({"priority": True}, "priority must be an int"),
+        ({"priority": 10**9}, "out of range"),
+        ({"queue": ""}, "invalid queue name ''"),
+        ({"queue": "has space"}, "invalid queue name"),
+        ({"queue": "q'; DROP TABLE jobq_jobs; --"}, "invalid queue name"),
+        ({"queue": "x" * 129}, "invalid queue name"),
+        ({"queue": 7}, "invalid queue name"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"timeout": 0}, "timeout must be positive"),
+        ({"unique_key": ""}, "unique_key"),
+        ({"tags": "one-string"}, "tags"),
+    ],
+)
 def test_bad_options_are_refused(app: jobq.App, options: dict[str, Any], match: str) -> None:
     @app.task
     def f() -> None: ...
@@ -145,6 +167,7 @@ def test_bad_task_configuration_fails_at_decoration(app: jobq.App) -> None:
     def one() -> None: ...
 
     with pytest.raises(jobq.ConfigurationError, match="already registered"):
+
         @app.task(name="dup")
         def two() -> None: ...
 
@@ -159,8 +182,17 @@ def test_app_without_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None
     app.close()
 
 
-@pytest.mark.parametrize("url", ["redis://localhost", "nonsense", "", "sqlite:///:memory:",
-                                 "sqlite:///x.db?synchronous=off", "sqlite:///x.db?foo=1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost",
+        "nonsense",
+        "",
+        "sqlite:///:memory:",
+        "sqlite:///x.db?synchronous=off",
+        "sqlite:///x.db?foo=1",
+    ],
+)
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(jobq.ConfigurationError):
         jobq.App(url).open()

@@ -13,15 +13,17 @@ def test_all_is_sorted_and_importable() -> None:
 
 
 def test_contract_names_exist() -> None:
-    for name in ["App", "Job", "JobState", "Retry", "Cancel", "Snooze", "current_job",
-                 "JobqError"]:
+    for name in ["App", "Job", "JobState", "Retry", "Cancel", "Snooze", "current_job", "JobqError"]:
         assert name in jobq.__all__
 
 
 def test_every_error_derives_from_jobq_error() -> None:
     for name in dir(exceptions):
         obj = getattr(exceptions, name)
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == \
-                exceptions.__name__:
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, Exception)
+            and obj.__module__ == exceptions.__name__
+        ):
             assert issubclass(obj, jobq.JobqError), name
             assert name in (exceptions.__doc__ or ""), f"{name} missing from the hierarchy doc"

@@ -51,8 +51,9 @@ def test_file_that_is_not_a_database(tmp_path: Path) -> None:
         jobq.App(f"sqlite:///{tmp_path}/garbage.db").open()
 
 
-def test_filesystem_without_wal_fails_loudly(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_filesystem_without_wal_fails_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(SQLiteBackend, "_enable_wal", lambda self, conn: "delete")
     with pytest.raises(jobq.DatabaseOpenError, match="cannot use WAL"):
         jobq.App(f"sqlite:///{tmp_path}/j.db").open()
@@ -81,9 +82,14 @@ def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:
 
 def test_claim_walks_the_claim_index(tmp_path: Path) -> None:
     b = SQLiteBackend(f"sqlite:///{tmp_path}/j.db")
-    plan = b._conn().execute(
-        "EXPLAIN QUERY PLAN SELECT id FROM jobq_jobs WHERE state = 'available' AND queue = 'q' "
-        "ORDER BY eff_priority DESC, deadline_key, run_at, id LIMIT 10").fetchall()
+    plan = (
+        b._conn()
+        .execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM jobq_jobs WHERE state = 'available' AND queue = 'q' "
+            "ORDER BY eff_priority DESC, deadline_key, run_at, id LIMIT 10"
+        )
+        .fetchall()
+    )
     text = " ".join(str(row[-1]) for row in plan)
     assert "jobq_jobs_claim" in text and "TEMP B-TREE" not in text
     b.close()

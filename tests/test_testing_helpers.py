@@ -74,8 +74,11 @@ def test_assert_and_refute_enqueued(app: jobq.App) -> None:
     send.options(delay=timedelta(hours=1)).enqueue(43, to="b@example.com")
     (job,) = testing.assert_enqueued(app, send, args=[42, "a@example.com"])
     assert job.queue == "mail"
-    testing.assert_enqueued(app, "tests.test_testing_helpers.test_assert_and_refute_enqueued."
-                            "<locals>.send", kwargs={"to": "b@example.com"})
+    testing.assert_enqueued(
+        app,
+        "tests.test_testing_helpers.test_assert_and_refute_enqueued.<locals>.send",
+        kwargs={"to": "b@example.com"},
+    )
     testing.assert_enqueued(app, send, count=2)
     testing.refute_enqueued(app, send, args=[44, "c@example.com"])
     with pytest.raises(AssertionError, match=r"found 0\. Queued jobs:\n  <Job"):

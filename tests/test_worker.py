@@ -75,8 +75,15 @@ def test_runs_jobs_in_priority_deadline_fifo_order(app: jobq.App) -> None:
     record.enqueue("normal-2")
     record.options(priority=-1).enqueue("bulk")
     burst(app, threads=1)
-    assert ran == ["vip", "reset-soon", "reset-later", "p5-no-deadline", "normal-1",
-                   "normal-2", "bulk"]
+    assert ran == [
+        "vip",
+        "reset-soon",
+        "reset-later",
+        "p5-no-deadline",
+        "normal-1",
+        "normal-2",
+        "bulk",
+    ]
 
 
 def test_result_is_stored_and_waited_for(app: jobq.App) -> None:
@@ -114,7 +121,9 @@ def test_failures_retry_then_succeed(app: jobq.App) -> None:
     assert job.state is jobq.JobState.COMPLETED and job.result() == "ok"
     assert calls == [1, 2, 3]
     assert [(e.attempt, e.type, e.message) for e in job.errors] == [
-        (1, "ConnectionError", "try 1"), (2, "ConnectionError", "try 2")]
+        (1, "ConnectionError", "try 1"),
+        (2, "ConnectionError", "try 2"),
+    ]
     assert "ConnectionError: try 1" in (job.errors[0].traceback or "")
 
 
@@ -146,8 +155,9 @@ def test_backoff_schedules_the_retry_in_the_future(app: jobq.App) -> None:
 
 
 def test_exponential_backoff_policy_grows_and_caps() -> None:
-    p = jobq.ExponentialBackoff(base=timedelta(seconds=1), factor=2, jitter=0,
-                                max_delay=timedelta(seconds=10))
+    p = jobq.ExponentialBackoff(
+        base=timedelta(seconds=1), factor=2, jitter=0, max_delay=timedelta(seconds=10)
+    )
     assert [p.delay(a, ValueError()).total_seconds() for a in range(1, 7)] == [1, 2, 4, 8, 10, 10]
     jittered = jobq.ExponentialBackoff(base=timedelta(seconds=8), jitter=0.5)
     for _ in range(200):

@@ -137,8 +137,14 @@ class App:
         ``timeout`` fails an attempt that runs longer; ``run_late`` runs a job even after its
         deadline passed (otherwise it ends ``expired``).
         """
-        defaults = TaskDefaults(queue=queue, priority=priority, max_attempts=max_attempts,
-                                timeout=timeout, retry=retry, run_late=run_late)
+        defaults = TaskDefaults(
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            retry=retry,
+            run_late=run_late,
+        )
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(f):
@@ -191,9 +197,17 @@ class App:
         """
         registered = self._tasks.get(task) if isinstance(task, str) else None
         defaults = registered.defaults if registered else TaskDefaults()
-        options = JobOptions(queue=queue, priority=priority, delay=delay, run_at=run_at,
-                             deadline=deadline, unique_key=unique_key,
-                             max_attempts=max_attempts, timeout=timeout, tags=tags)
+        options = JobOptions(
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            deadline=deadline,
+            unique_key=unique_key,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            tags=tags,
+        )
         return self._enqueue_calls(task, [(args, kwargs or {})], options, defaults)[0]
 
     def _enqueue_calls(
@@ -234,9 +248,15 @@ class App:
     def _cancel(self, job_id: int) -> tuple[bool, JobRecord]:
         return self.backend.cancel(job_id)
 
-    def list_jobs(self, *, queue: str | None = None, state: JobState | str | None = None,
-                  task: str | None = None, limit: int = 50, before_id: int | None = None
-                  ) -> list[Job]:
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Job]:
         """Jobs newest first, filtered; ``limit`` is clamped to 1..1000."""
         flt = JobFilter(
             queue=validate_queue(queue) if queue is not None else None,
@@ -244,8 +264,7 @@ class App:
             task=task,
         )
         limit = max(1, min(int(limit), 1000))
-        return [Job(self, r) for r in self.backend.list_jobs(flt, limit=limit,
-                                                             before_id=before_id)]
+        return [Job(self, r) for r in self.backend.list_jobs(flt, limit=limit, before_id=before_id)]
 
     def stats(self) -> dict[str, dict[JobState, int]]:
         """Number of jobs per queue and state."""
@@ -270,11 +289,15 @@ class App:
         if isinstance(queues, str):
             queues = [q.strip() for q in queues.split(",") if q.strip()]
         config = WorkerConfig(
-            queues=tuple(queues), threads=threads, burst=burst,
+            queues=tuple(queues),
+            threads=threads,
+            burst=burst,
             lease=_seconds(lease, "lease") if lease is not None else self.lease,
-            grace=_seconds(grace, "grace"), weights=weights,
+            grace=_seconds(grace, "grace"),
+            weights=weights,
             poll_interval=_seconds(poll_interval, "poll_interval"),
-            retention=self.retention, aging=self.aging,
+            retention=self.retention,
+            aging=self.aging,
         )
         self.open()
         return Worker(self, config)
@@ -297,8 +320,15 @@ class App:
         On the first signal it stops claiming, lets running jobs finish for up to ``grace``,
         hands the rest back, and returns; a second signal exits the process at once.
         """
-        worker = self.worker(queues, threads=threads, burst=burst, lease=lease, grace=grace,
-                             weights=weights, poll_interval=poll_interval)
+        worker = self.worker(
+            queues,
+            threads=threads,
+            burst=burst,
+            lease=lease,
+            grace=grace,
+            weights=weights,
+            poll_interval=poll_interval,
+        )
         if not handle_signals:
             return worker.run()
         with signal_handlers(worker):
@@ -326,4 +356,3 @@ def _seconds(value: timedelta | float, what: str) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigurationError(f"{what} must be a timedelta or seconds >= 0, got {value!r}")
     return timedelta(seconds=value)
-

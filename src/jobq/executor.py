@@ -31,8 +31,9 @@ MAX_TRACEBACK_CHARS = 20_000
 
 
 def _error(record: JobRecord, type_: str, message: str, tb: str | None = None) -> AttemptError:
-    return AttemptError(record.attempt, utcnow(), type_, message,
-                        tb[-MAX_TRACEBACK_CHARS:] if tb else None)
+    return AttemptError(
+        record.attempt, utcnow(), type_, message, tb[-MAX_TRACEBACK_CHARS:] if tb else None
+    )
 
 
 def _lease(record: JobRecord) -> Lease:
@@ -44,9 +45,14 @@ def dead(record: JobRecord, type_: str, message: str, tb: str | None = None) -> 
     return Outcome(_lease(record), OutcomeKind.DEAD, error=_error(record, type_, message, tb))
 
 
-def failure(record: JobRecord, task: Task[Any, Any] | None, exc: BaseException,
-            type_: str | None = None, message: str | None = None,
-            retry_delay: timedelta | None = None) -> Outcome:
+def failure(
+    record: JobRecord,
+    task: Task[Any, Any] | None,
+    exc: BaseException,
+    type_: str | None = None,
+    message: str | None = None,
+    retry_delay: timedelta | None = None,
+) -> Outcome:
     """The outcome of a failed attempt: a retry after the policy's delay, or dead when the job
     has used up its attempts or the policy says not to retry."""
     type_ = type_ or type(exc).__name__
@@ -64,20 +70,34 @@ def failure(record: JobRecord, task: Task[Any, Any] | None, exc: BaseException,
     return Outcome(_lease(record), OutcomeKind.RETRY, error=err, delay=delay)
 
 
-def execute(app: App, record: JobRecord,
-            on_start: Callable[[JobRecord], None] | None = None) -> Outcome:
+def execute(
+    app: App, record: JobRecord, on_start: Callable[[JobRecord], None] | None = None
+) -> Outcome:
     """Run one claimed job in this thread and say how it ended."""
     task = app._tasks.get(record.task)
     if task is None:
-        return dead(record, "UnknownTaskError",
-                    f"task {record.task!r} is not registered in this worker's app; register it "
-                    "(@app.task) in the app the worker runs, then retry the job")
-    if (record.deadline is not None and record.started_at is not None
-            and record.started_at > record.deadline and not task.defaults.run_late):
-        return Outcome(_lease(record), OutcomeKind.EXPIRED, error=_error(
-            record, "DeadlineExpired",
-            f"deadline {record.deadline.isoformat()} passed before the job started "
-            f"({record.started_at.isoformat()})"))
+        return dead(
+            record,
+            "UnknownTaskError",
+            f"task {record.task!r} is not registered in this worker's app; register it "
+            "(@app.task) in the app the worker runs, then retry the job",
+        )
+    if (
+        record.deadline is not None
+        and record.started_at is not None
+        and record.started_at > record.deadline
+        and not task.defaults.run_late
+    ):
+        return Outcome(
+            _lease(record),
+            OutcomeKind.EXPIRED,
+            error=_error(
+                record,
+                "DeadlineExpired",
+                f"deadline {record.deadline.isoformat()} passed before the job started "
+                f"({record.started_at.isoformat()})",
+            ),
+        )
     try:
         args, kwargs = record.args, record.kwargs
     except PayloadError as exc:
@@ -91,22 +111,37 @@ def execute(app: App, record: JobRecord,
         else:
             result = task.fn(*args, **kwargs)
     except Retry as exc:
-        return failure(record, task, exc, "Retry", exc.reason or "the task asked to retry",
-                       retry_delay=exc.delay)
+        return failure(
+            record,
+            task,
+            exc,
+            "Retry",
+            exc.reason or "the task asked to retry",
+            retry_delay=exc.delay,
+        )
     except Snooze as exc:
         return Outcome(_lease(record), OutcomeKind.SNOOZED, delay=exc.delay, run_at=exc.at)
     except Cancel as exc:
-        return Outcome(_lease(record), OutcomeKind.CANCELLED,
-                       error=_error(record, "Cancel", exc.reason))
+        return Outcome(
+            _lease(record), OutcomeKind.CANCELLED, error=_error(record, "Cancel", exc.reason)
+        )
     except BaseException as exc:
-        log.warning("job %s (%s) attempt %d/%d failed: %s: %s", record.id, record.task,
-                    record.attempt, record.max_attempts, type(exc).__name__, exc)
+        log.warning(
+            "job %s (%s) attempt %d/%d failed: %s: %s",
+            record.id,
+            record.task,
+            record.attempt,
+            record.max_attempts,
+            type(exc).__name__,
+            exc,
+        )
         return failure(record, task, exc)
     finally:
         _current.reset(token)
     try:
         result_json = payload.encode(result, "result")
     except PayloadError as exc:
-        return dead(record, "PayloadError",
-                    f"the task returned a value that cannot be stored: {exc}")
+        return dead(
+            record, "PayloadError", f"the task returned a value that cannot be stored: {exc}"
+        )
     return Outcome(_lease(record), OutcomeKind.COMPLETED, result_json=result_json)

@@ -70,9 +70,7 @@ class JobRecord:
     def kwargs(self) -> dict[str, Any]:
         value = payload.decode(self.kwargs_json, "kwargs")
         if not isinstance(value, dict):
-            raise PayloadError(
-                f"stored kwargs are not a JSON object: {self.kwargs_json[:80]!r}"
-            )
+            raise PayloadError(f"stored kwargs are not a JSON object: {self.kwargs_json[:80]!r}")
         return value
 
     @property

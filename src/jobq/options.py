@@ -53,8 +53,10 @@ def validate_priority(value: object) -> int:
 
 
 def validate_max_attempts(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not (
-        1 <= value <= MAX_ATTEMPTS_LIMIT
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (1 <= value <= MAX_ATTEMPTS_LIMIT)
     ):
         raise InvalidJobError(
             f"max_attempts must be an int from 1 to {MAX_ATTEMPTS_LIMIT}, got {value!r}"
@@ -121,22 +123,27 @@ def build_job(
     validate_task_name(task)
     queue = validate_queue(options.queue if options.queue is not None else defaults.queue)
     priority = validate_priority(
-        options.priority if options.priority is not None else defaults.priority)
+        options.priority if options.priority is not None else defaults.priority
+    )
     max_attempts = validate_max_attempts(
-        options.max_attempts if options.max_attempts is not None else defaults.max_attempts)
-    timeout = (as_duration(options.timeout, "timeout", allow_zero=False)
-               if options.timeout is not None else defaults.timeout)
+        options.max_attempts if options.max_attempts is not None else defaults.max_attempts
+    )
+    timeout = (
+        as_duration(options.timeout, "timeout", allow_zero=False)
+        if options.timeout is not None
+        else defaults.timeout
+    )
     if options.delay is not None and options.run_at is not None:
         raise InvalidJobError(
             f"give delay ({options.delay!r}) or run_at ({options.run_at!r}), not both"
         )
     delay = as_duration(options.delay, "delay") if options.delay is not None else None
     run_at = require_aware(options.run_at, "run_at") if options.run_at is not None else None
-    deadline = (require_aware(options.deadline, "deadline")
-                if options.deadline is not None else None)
+    deadline = require_aware(options.deadline, "deadline") if options.deadline is not None else None
     unique_key = options.unique_key
-    if unique_key is not None and (not isinstance(unique_key, str) or not unique_key
-                                   or len(unique_key) > 255):
+    if unique_key is not None and (
+        not isinstance(unique_key, str) or not unique_key or len(unique_key) > 255
+    ):
         raise InvalidJobError(
             f"unique_key must be a non-empty string of at most 255 characters, got {unique_key!r}"
         )
@@ -145,9 +152,7 @@ def build_job(
         if isinstance(options.tags, str) or not all(
             isinstance(t, str) and 0 < len(t) <= 100 for t in options.tags
         ):
-            raise InvalidJobError(
-                f"tags must be a list of non-empty strings, got {options.tags!r}"
-            )
+            raise InvalidJobError(f"tags must be a list of non-empty strings, got {options.tags!r}")
         tags = tuple(options.tags)
     args_json, kwargs_json = payload.encode_args(
         list(args) if isinstance(args, tuple | list) else args,  # type: ignore[arg-type]
@@ -155,7 +160,16 @@ def build_job(
         max_payload_bytes,
     )
     return NewJob(
-        queue=queue, task=task, args_json=args_json, kwargs_json=kwargs_json,
-        priority=priority, max_attempts=max_attempts, timeout=timeout, run_at=run_at,
-        delay=delay, deadline=deadline, unique_key=unique_key, tags=tags,
+        queue=queue,
+        task=task,
+        args_json=args_json,
+        kwargs_json=kwargs_json,
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        run_at=run_at,
+        delay=delay,
+        deadline=deadline,
+        unique_key=unique_key,
+        tags=tags,
     )

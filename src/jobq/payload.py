@@ -28,7 +28,7 @@ def _check_str(s: str, path: str) -> None:
         s.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise PayloadError(
-            f"{path} contains a lone surrogate ({s[exc.start:exc.end]!r}) that is not valid "
+            f"{path} contains a lone surrogate ({s[exc.start : exc.end]!r}) that is not valid "
             "Unicode text; encode binary data as base64 text"
         ) from None
 
@@ -42,8 +42,9 @@ def check_json(value: object, what: str) -> None:
             continue
         if isinstance(v, float):
             if v != v or v in (float("inf"), float("-inf")):
-                raise PayloadError(f"{path} is {v!r}, which JSON cannot represent; use null or a "
-                                   "string")
+                raise PayloadError(
+                    f"{path} is {v!r}, which JSON cannot represent; use null or a string"
+                )
             continue
         if isinstance(v, str):
             _check_str(v, path)

@@ -36,12 +36,14 @@ class ExponentialBackoff:
         if self.base < timedelta(0) or self.max_delay < timedelta(0):
             raise ConfigurationError(
                 f"ExponentialBackoff base {self.base} and max_delay {self.max_delay} must not be "
-                "negative")
+                "negative"
+            )
         if self.factor < 1:
             raise ConfigurationError(f"ExponentialBackoff factor must be >= 1, got {self.factor}")
         if not 0 <= self.jitter <= 1:
             raise ConfigurationError(
-                f"ExponentialBackoff jitter must be between 0 and 1, got {self.jitter}")
+                f"ExponentialBackoff jitter must be between 0 and 1, got {self.jitter}"
+            )
 
     def delay(self, attempt: int, error: BaseException) -> timedelta:
         exponent = max(0, attempt - 1)

@@ -68,10 +68,20 @@ class Task(Generic[P, R]):
         tags: Sequence[str] | None = None,
     ) -> TaskCall[P, R]:
         """This task with per-call options; ``.enqueue(...)`` on the result stores the job."""
-        return TaskCall(self, JobOptions(
-            queue=queue, priority=priority, delay=delay, run_at=run_at, deadline=deadline,
-            unique_key=unique_key, max_attempts=max_attempts, timeout=timeout, tags=tags,
-        ))
+        return TaskCall(
+            self,
+            JobOptions(
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                deadline=deadline,
+                unique_key=unique_key,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                tags=tags,
+            ),
+        )
 
 
 class TaskCall(Generic[P, R]):

@@ -69,13 +69,18 @@ def drain(
         served = list(queues) if queues is not None else sorted(backend.stats())
         if with_scheduled:
             backend.promote_due(now=far_future)
-        claimed = backend.claim(served, 1, worker_id="jobq.testing.drain",
-                                lease=timedelta(hours=1)) if served else []
+        claimed = (
+            backend.claim(served, 1, worker_id="jobq.testing.drain", lease=timedelta(hours=1))
+            if served
+            else []
+        )
         if not claimed:
             return result
         if len(result.jobs) >= max_jobs:
-            raise AssertionError(f"drain ran {max_jobs} attempts and jobs are still queued; a "
-                                 "job may be re-enqueueing itself forever")
+            raise AssertionError(
+                f"drain ran {max_jobs} attempts and jobs are still queued; a "
+                "job may be re-enqueueing itself forever"
+            )
         record = claimed[0]
         outcome = execute(app, record)
         backend.record_outcomes([outcome])
@@ -83,16 +88,28 @@ def drain(
         result.jobs.append(Job(app, record))
 
 
-def _matches(job: Job, task: str | None, args: Sequence[Any] | None,
-             kwargs: Mapping[str, Any] | None, queue: str | None) -> bool:
-    return ((task is None or job.task == task)
-            and (queue is None or job.queue == queue)
-            and (args is None or job.args == list(args))
-            and (kwargs is None or job.kwargs == dict(kwargs)))
+def _matches(
+    job: Job,
+    task: str | None,
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    queue: str | None,
+) -> bool:
+    return (
+        (task is None or job.task == task)
+        and (queue is None or job.queue == queue)
+        and (args is None or job.args == list(args))
+        and (kwargs is None or job.kwargs == dict(kwargs))
+    )
 
 
-def _find(app: App, task: Task[Any, Any] | str | None, args: Sequence[Any] | None,
-          kwargs: Mapping[str, Any] | None, queue: str | None) -> tuple[list[Job], list[Job]]:
+def _find(
+    app: App,
+    task: Task[Any, Any] | str | None,
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    queue: str | None,
+) -> tuple[list[Job], list[Job]]:
     name = task.name if isinstance(task, Task) else task
     queued = [j for state in _QUEUED for j in app.list_jobs(state=state, task=name, limit=1000)]
     return [j for j in queued if _matches(j, name, args, kwargs, queue)], queued
@@ -113,8 +130,9 @@ def assert_enqueued(
     """
     found, queued = _find(app, task, args, kwargs, queue)
     if not found or (count is not None and len(found) != count):
-        want = f"task={getattr(task, 'name', task)!r} args={args!r} kwargs={kwargs!r} " \
-               f"queue={queue!r}"
+        want = (
+            f"task={getattr(task, 'name', task)!r} args={args!r} kwargs={kwargs!r} queue={queue!r}"
+        )
         have = "\n".join(f"  {j!r} args={j.args!r} kwargs={j.kwargs!r}" for j in queued[:20])
         raise AssertionError(
             f"expected {count if count is not None else 'at least 1'} queued job(s) matching "

@@ -19,8 +19,13 @@ from tests.conftest import Clock, new_job
 LEASE = timedelta(seconds=30)
 
 
-def claim(backend: Backend, clock: Clock, n: int = 10, queues: tuple[str, ...] = ("default",),
-          **kw: object) -> list[JobRecord]:
+def claim(
+    backend: Backend,
+    clock: Clock,
+    n: int = 10,
+    queues: tuple[str, ...] = ("default",),
+    **kw: object,
+) -> list[JobRecord]:
     return backend.claim(queues, n, worker_id="w1", lease=LEASE, now=clock.now, **kw)  # type: ignore[arg-type]
 
 
@@ -35,9 +40,11 @@ def err(attempt: int, clock: Clock, msg: str = "boom") -> AttemptError:
 
 # -- enqueue -----------------------------------------------------------------------------------
 
+
 def test_enqueue_returns_records_in_order(backend: Backend, clock: Clock) -> None:
     recs = backend.enqueue_many(
-        [new_job("a", args_json="[1]"), new_job("b", kwargs_json='{"x":2}')], now=clock.now)
+        [new_job("a", args_json="[1]"), new_job("b", kwargs_json='{"x":2}')], now=clock.now
+    )
     assert [r.task for r in recs] == ["a", "b"]
     assert recs[0].id < recs[1].id
     assert all(r.state is JobState.AVAILABLE and r.attempt == 0 for r in recs)
@@ -64,13 +71,13 @@ def test_enqueue_empty_is_a_no_op(backend: Backend, clock: Clock) -> None:
 def test_ids_are_not_reused_after_pruning(backend: Backend, clock: Clock) -> None:
     (r,) = backend.enqueue_many([new_job()], now=clock.now)
     backend.cancel(r.id, now=clock.now)
-    assert backend.prune(older_than=timedelta(0), states=TERMINAL_STATES,
-                         now=clock.advance(1)) == 1
+    assert backend.prune(older_than=timedelta(0), states=TERMINAL_STATES, now=clock.advance(1)) == 1
     (r2,) = backend.enqueue_many([new_job()], now=clock.now)
     assert r2.id > r.id
 
 
 # -- claim and order ---------------------------------------------------------------------------
+
 
 def test_claim_order_priority_deadline_run_at_id(backend: Backend, clock: Clock) -> None:
     t = clock.now
@@ -84,13 +91,20 @@ def test_claim_order_priority_deadline_run_at_id(backend: Backend, clock: Clock)
     ]
     backend.enqueue_many(jobs, now=t)
     order = [r.task for r in claim(backend, clock, 10)]
-    assert order == ["high-early-deadline", "high-late-deadline", "high",
-                     "low-earlier-run-at", "low", "low-second"]
+    assert order == [
+        "high-early-deadline",
+        "high-late-deadline",
+        "high",
+        "low-earlier-run-at",
+        "low",
+        "low-second",
+    ]
 
 
 def test_claim_in_several_batches_keeps_order(backend: Backend, clock: Clock) -> None:
-    backend.enqueue_many([new_job(f"p{p}", priority=p) for p in (3, 1, 4, 1, 5, 9, 2, 6)],
-                         now=clock.now)
+    backend.enqueue_many(
+        [new_job(f"p{p}", priority=p) for p in (3, 1, 4, 1, 5, 9, 2, 6)], now=clock.now
+    )
     got: list[str] = []
     while batch := claim(backend, clock, 3):
         got += [r.task for r in batch]
@@ -110,15 +124,23 @@ def test_claim_leases_each_job_with_fresh_token(backend: Backend, clock: Clock) 
 
 
 def test_claim_serves_only_given_queues(backend: Backend, clock: Clock) -> None:
-    backend.enqueue_many([new_job("a", queue="a"), new_job("b", queue="b", priority=9),
-                          new_job("c", queue="c", priority=5)], now=clock.now)
+    backend.enqueue_many(
+        [
+            new_job("a", queue="a"),
+            new_job("b", queue="b", priority=9),
+            new_job("c", queue="c", priority=5),
+        ],
+        now=clock.now,
+    )
     assert [r.task for r in claim(backend, clock, 10, ("a", "c"))] == ["c", "a"]
     assert [r.task for r in claim(backend, clock, 10, ("zzz",))] == []
 
 
 def test_claim_queue_order_drains_first_queue_first(backend: Backend, clock: Clock) -> None:
-    backend.enqueue_many([new_job("a1", queue="a"), new_job("b1", queue="b", priority=9),
-                          new_job("a2", queue="a")], now=clock.now)
+    backend.enqueue_many(
+        [new_job("a1", queue="a"), new_job("b1", queue="b", priority=9), new_job("a2", queue="a")],
+        now=clock.now,
+    )
     recs = claim(backend, clock, 2, ("a", "b"), queue_order=True)
     assert [r.task for r in recs] == ["a1", "a2"]
 
@@ -142,8 +164,9 @@ def test_scheduled_job_is_not_claimed_until_promoted(backend: Backend, clock: Cl
 def test_aging_lifts_long_waiting_jobs_bounded(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job("old", priority=0)], now=clock.now)
     clock.advance(300)
-    backend.enqueue_many([new_job("new-p2", priority=2), new_job("new-p9", priority=9)],
-                         now=clock.now)
+    backend.enqueue_many(
+        [new_job("new-p2", priority=2), new_job("new-p9", priority=9)], now=clock.now
+    )
     assert backend.age(every=timedelta(seconds=100), max_boost=3, now=clock.now) == 1
     order = [r.task for r in claim(backend, clock, 10)]
     assert order == ["new-p9", "old", "new-p2"]
@@ -156,11 +179,13 @@ def test_aging_lifts_long_waiting_jobs_bounded(backend: Backend, clock: Clock) -
 
 # -- heartbeat and fencing ---------------------------------------------------------------------
 
+
 def test_heartbeat_extends_only_matching_leases(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job(), new_job()], now=clock.now)
     a, b = claim(backend, clock, 2)
-    held = backend.heartbeat([lease_of(a), Lease(b.id, "not-the-token")], lease=LEASE,
-                             now=clock.advance(10))
+    held = backend.heartbeat(
+        [lease_of(a), Lease(b.id, "not-the-token")], lease=LEASE, now=clock.advance(10)
+    )
     assert held == {a.id}
     assert backend.get(a.id).leased_until == clock.now + LEASE  # type: ignore[union-attr]
     assert backend.get(b.id).leased_until == b.leased_until  # type: ignore[union-attr]
@@ -172,7 +197,8 @@ def test_complete_stores_result(backend: Backend, clock: Clock) -> None:
     (r,) = claim(backend, clock)
     done = backend.record_outcomes(
         [Outcome(lease_of(r), OutcomeKind.COMPLETED, result_json='{"ok":true}')],
-        now=clock.advance(1))
+        now=clock.advance(1),
+    )
     assert done == {r.id}
     got = backend.get(r.id)
     assert got is not None and got.state is JobState.COMPLETED
@@ -183,9 +209,12 @@ def test_outcome_with_wrong_token_changes_nothing(backend: Backend, clock: Clock
     backend.enqueue_many([new_job()], now=clock.now)
     (r,) = claim(backend, clock)
     before = backend.get(r.id)
-    assert backend.record_outcomes(
-        [Outcome(Lease(r.id, "forged"), OutcomeKind.COMPLETED, result_json="1")],
-        now=clock.now) == set()
+    assert (
+        backend.record_outcomes(
+            [Outcome(Lease(r.id, "forged"), OutcomeKind.COMPLETED, result_json="1")], now=clock.now
+        )
+        == set()
+    )
     assert backend.get(r.id) == before
 
 
@@ -198,25 +227,31 @@ def test_late_write_after_rescue_is_refused(backend: Backend, clock: Clock) -> N
     assert second.lease_token != first.lease_token
     # the first worker wakes up and reports: nothing it says takes effect
     assert backend.heartbeat([lease_of(first)], lease=LEASE, now=clock.now) == set()
-    assert backend.record_outcomes(
-        [Outcome(lease_of(first), OutcomeKind.COMPLETED, result_json='"stale"')],
-        now=clock.now) == set()
+    assert (
+        backend.record_outcomes(
+            [Outcome(lease_of(first), OutcomeKind.COMPLETED, result_json='"stale"')], now=clock.now
+        )
+        == set()
+    )
     assert backend.release([lease_of(first)], now=clock.now) == set()
     assert backend.get(j.id).state is JobState.RUNNING  # type: ignore[union-attr]
     assert backend.record_outcomes(
-        [Outcome(lease_of(second), OutcomeKind.COMPLETED, result_json='"fresh"')],
-        now=clock.now) == {j.id}
+        [Outcome(lease_of(second), OutcomeKind.COMPLETED, result_json='"fresh"')], now=clock.now
+    ) == {j.id}
     final = backend.get(j.id)
     assert final is not None and final.result == "fresh" and final.attempt == 2
 
 
 # -- outcomes ----------------------------------------------------------------------------------
 
+
 def test_retry_outcome_schedules_next_attempt(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job()], now=clock.now)
     (r,) = claim(backend, clock)
-    backend.record_outcomes([Outcome(lease_of(r), OutcomeKind.RETRY, error=err(1, clock),
-                                     delay=timedelta(seconds=20))], now=clock.now)
+    backend.record_outcomes(
+        [Outcome(lease_of(r), OutcomeKind.RETRY, error=err(1, clock), delay=timedelta(seconds=20))],
+        now=clock.now,
+    )
     got = backend.get(r.id)
     assert got is not None and got.state is JobState.SCHEDULED
     assert got.run_at == clock.now + timedelta(seconds=20)
@@ -231,36 +266,47 @@ def test_retry_outcome_schedules_next_attempt(backend: Backend, clock: Clock) ->
 def test_retry_outcome_without_delay_is_available_at_once(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job()], now=clock.now)
     (r,) = claim(backend, clock)
-    backend.record_outcomes([Outcome(lease_of(r), OutcomeKind.RETRY, error=err(1, clock),
-                                     delay=timedelta(0))], now=clock.now)
+    backend.record_outcomes(
+        [Outcome(lease_of(r), OutcomeKind.RETRY, error=err(1, clock), delay=timedelta(0))],
+        now=clock.now,
+    )
     assert backend.get(r.id).state is JobState.AVAILABLE  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("kind", "state"), [
-    (OutcomeKind.DEAD, JobState.DEAD),
-    (OutcomeKind.CANCELLED, JobState.CANCELLED),
-    (OutcomeKind.EXPIRED, JobState.EXPIRED),
-])
-def test_terminal_outcomes(backend: Backend, clock: Clock, kind: OutcomeKind,
-                           state: JobState) -> None:
+@pytest.mark.parametrize(
+    ("kind", "state"),
+    [
+        (OutcomeKind.DEAD, JobState.DEAD),
+        (OutcomeKind.CANCELLED, JobState.CANCELLED),
+        (OutcomeKind.EXPIRED, JobState.EXPIRED),
+    ],
+)
+def test_terminal_outcomes(
+    backend: Backend, clock: Clock, kind: OutcomeKind, state: JobState
+) -> None:
     backend.enqueue_many([new_job()], now=clock.now)
     (r,) = claim(backend, clock)
-    assert backend.record_outcomes([Outcome(lease_of(r), kind, error=err(1, clock))],
-                                   now=clock.advance(2)) == {r.id}
+    assert backend.record_outcomes(
+        [Outcome(lease_of(r), kind, error=err(1, clock))], now=clock.advance(2)
+    ) == {r.id}
     got = backend.get(r.id)
     assert got is not None and got.state is state and got.finished_at == clock.now
     assert len(got.errors) == 1
     # terminal states are absorbing: no further outcome applies
-    assert backend.record_outcomes([Outcome(lease_of(r), OutcomeKind.COMPLETED)],
-                                   now=clock.now) == set()
+    assert (
+        backend.record_outcomes([Outcome(lease_of(r), OutcomeKind.COMPLETED)], now=clock.now)
+        == set()
+    )
     assert backend.get(r.id).state is state  # type: ignore[union-attr]
 
 
 def test_snooze_does_not_use_up_an_attempt(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job(max_attempts=1)], now=clock.now)
     (r,) = claim(backend, clock)
-    backend.record_outcomes([Outcome(lease_of(r), OutcomeKind.SNOOZED,
-                                     run_at=clock.now + timedelta(minutes=5))], now=clock.now)
+    backend.record_outcomes(
+        [Outcome(lease_of(r), OutcomeKind.SNOOZED, run_at=clock.now + timedelta(minutes=5))],
+        now=clock.now,
+    )
     got = backend.get(r.id)
     assert got is not None and got.state is JobState.SCHEDULED
     assert got.run_at == clock.now + timedelta(minutes=5)
@@ -270,11 +316,14 @@ def test_snooze_does_not_use_up_an_attempt(backend: Backend, clock: Clock) -> No
 def test_batch_of_outcomes_reports_which_applied(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job() for _ in range(3)], now=clock.now)
     a, b, c = claim(backend, clock, 3)
-    done = backend.record_outcomes([
-        Outcome(lease_of(a), OutcomeKind.COMPLETED, result_json="1"),
-        Outcome(Lease(b.id, "wrong"), OutcomeKind.COMPLETED, result_json="2"),
-        Outcome(lease_of(c), OutcomeKind.DEAD, error=err(1, clock)),
-    ], now=clock.now)
+    done = backend.record_outcomes(
+        [
+            Outcome(lease_of(a), OutcomeKind.COMPLETED, result_json="1"),
+            Outcome(Lease(b.id, "wrong"), OutcomeKind.COMPLETED, result_json="2"),
+            Outcome(lease_of(c), OutcomeKind.DEAD, error=err(1, clock)),
+        ],
+        now=clock.now,
+    )
     assert done == {a.id, c.id}
 
 
@@ -289,6 +338,7 @@ def test_release_hands_job_back_without_using_an_attempt(backend: Backend, clock
 
 
 # -- rescue ------------------------------------------------------------------------------------
+
 
 def test_rescue_returns_expired_lease_and_counts_attempt(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job(max_attempts=2)], now=clock.now)
@@ -311,6 +361,7 @@ def test_rescue_returns_expired_lease_and_counts_attempt(backend: Backend, clock
 
 # -- cancel and manual retry -------------------------------------------------------------------
 
+
 def test_cancel_queued_and_running_jobs(backend: Backend, clock: Clock) -> None:
     a, b = backend.enqueue_many([new_job(), new_job(delay=timedelta(hours=1))], now=clock.now)
     changed, rec = backend.cancel(b.id, now=clock.now)
@@ -319,8 +370,10 @@ def test_cancel_queued_and_running_jobs(backend: Backend, clock: Clock) -> None:
     changed, rec = backend.cancel(running.id, now=clock.now)
     assert changed and rec.state is JobState.CANCELLED
     # the worker that still runs it cannot complete it
-    assert backend.record_outcomes([Outcome(lease_of(running), OutcomeKind.COMPLETED)],
-                                   now=clock.now) == set()
+    assert (
+        backend.record_outcomes([Outcome(lease_of(running), OutcomeKind.COMPLETED)], now=clock.now)
+        == set()
+    )
     assert backend.heartbeat([lease_of(running)], lease=LEASE, now=clock.now) == set()
     changed, rec = backend.cancel(a.id, now=clock.now)
     assert not changed and rec.state is JobState.CANCELLED
@@ -331,8 +384,9 @@ def test_cancel_queued_and_running_jobs(backend: Backend, clock: Clock) -> None:
 def test_manual_retry_of_dead_job(backend: Backend, clock: Clock) -> None:
     backend.enqueue_many([new_job(max_attempts=1)], now=clock.now)
     (r,) = claim(backend, clock)
-    backend.record_outcomes([Outcome(lease_of(r), OutcomeKind.DEAD, error=err(1, clock))],
-                            now=clock.now)
+    backend.record_outcomes(
+        [Outcome(lease_of(r), OutcomeKind.DEAD, error=err(1, clock))], now=clock.now
+    )
     again = backend.retry(r.id, now=clock.advance(5))
     assert again.state is JobState.AVAILABLE and again.max_attempts == 2
     assert again.attempt == 1 and again.finished_at is None and len(again.errors) == 1
@@ -350,10 +404,12 @@ def test_manual_retry_refuses_active_and_missing_jobs(backend: Backend, clock: C
 
 # -- unique keys -------------------------------------------------------------------------------
 
+
 def test_unique_key_returns_active_holder(backend: Backend, clock: Clock) -> None:
     (a,) = backend.enqueue_many([new_job(unique_key="order-42")], now=clock.now)
-    b, c = backend.enqueue_many([new_job(unique_key="order-42"), new_job(unique_key="o-43")],
-                                now=clock.now)
+    b, c = backend.enqueue_many(
+        [new_job(unique_key="order-42"), new_job(unique_key="o-43")], now=clock.now
+    )
     assert b.id == a.id and c.id != a.id
     assert sum(backend.stats()["default"].values()) == 2
     (r,) = [x for x in claim(backend, clock) if x.id == a.id]
@@ -366,23 +422,30 @@ def test_unique_key_returns_active_holder(backend: Backend, clock: Clock) -> Non
 
 # -- prune, listing, stats ---------------------------------------------------------------------
 
+
 def test_prune_deletes_only_old_finished_jobs(backend: Backend, clock: Clock) -> None:
     a, b, c = backend.enqueue_many([new_job(), new_job(), new_job()], now=clock.now)
     backend.cancel(a.id, now=clock.now)
     clock.advance(100)
     backend.cancel(b.id, now=clock.now)
-    assert backend.prune(older_than=timedelta(seconds=50), states=TERMINAL_STATES,
-                         now=clock.now) == 1
+    assert (
+        backend.prune(older_than=timedelta(seconds=50), states=TERMINAL_STATES, now=clock.now) == 1
+    )
     assert backend.get(a.id) is None
     assert backend.get(b.id) is not None and backend.get(c.id) is not None
-    assert backend.prune(older_than=timedelta(0), states=frozenset({JobState.AVAILABLE}),
-                         now=clock.advance(1)) == 0
+    assert (
+        backend.prune(
+            older_than=timedelta(0), states=frozenset({JobState.AVAILABLE}), now=clock.advance(1)
+        )
+        == 0
+    )
 
 
 def test_list_filter_and_page(backend: Backend, clock: Clock) -> None:
     recs = backend.enqueue_many(
         [new_job("x", queue="q1"), new_job("y", queue="q2"), new_job("x", queue="q1")],
-        now=clock.now)
+        now=clock.now,
+    )
     backend.cancel(recs[0].id, now=clock.now)
     assert [r.id for r in backend.list_jobs(JobFilter())] == [r.id for r in reversed(recs)]
     assert [r.id for r in backend.list_jobs(JobFilter(queue="q1"))] == [recs[2].id, recs[0].id]
@@ -395,8 +458,15 @@ def test_list_filter_and_page(backend: Backend, clock: Clock) -> None:
 
 
 def test_stats_counts_per_queue_and_state(backend: Backend, clock: Clock) -> None:
-    backend.enqueue_many([new_job(queue="a"), new_job(queue="a"), new_job(queue="b"),
-                          new_job(queue="b", delay=timedelta(minutes=1))], now=clock.now)
+    backend.enqueue_many(
+        [
+            new_job(queue="a"),
+            new_job(queue="a"),
+            new_job(queue="b"),
+            new_job(queue="b", delay=timedelta(minutes=1)),
+        ],
+        now=clock.now,
+    )
     claim(backend, clock, 1, ("a",))
     assert backend.stats() == {
         "a": {JobState.AVAILABLE: 1, JobState.RUNNING: 1},
