@@ -196,3 +196,10 @@ def test_app_without_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(jobq.ConfigurationError):
         jobq.App(url).open()
+
+
+def test_bad_url_fails_when_the_app_is_built_not_at_first_use() -> None:
+    with pytest.raises(jobq.ConfigurationError, match="unsupported job store URL"):
+        jobq.App("postgres-typo://x")
+    with pytest.raises(jobq.ConfigurationError, match="names no database file"):
+        jobq.App("sqlite://")

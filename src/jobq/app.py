@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
-from jobq.backends import Backend, JobFilter, open_backend, redact_url
+from jobq.backends import Backend, JobFilter, check_url, open_backend, redact_url
 from jobq.exceptions import ConfigurationError, JobNotFound
 from jobq.job import Job, JobRecord
 from jobq.options import (
@@ -56,6 +56,7 @@ class App:
                     "no job store URL: pass one, e.g. jobq.App('sqlite:///jobs.db'), or set "
                     f"${DEFAULT_URL_ENV}"
                 )
+        check_url(url)
         self.url = url
         self.lease = lease
         self.retention = retention

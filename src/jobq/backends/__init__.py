@@ -14,6 +14,7 @@ __all__ = [
     "NewJob",
     "Outcome",
     "OutcomeKind",
+    "check_url",
     "open_backend",
     "redact_url",
 ]
@@ -28,13 +29,28 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def open_backend(url: str) -> Backend:
-    """Open the job store named by ``url`` (``sqlite:///path.db`` or ``memory://``)."""
+def check_url(url: object) -> str:
+    """Validate a job store URL without opening it; returns its scheme."""
     if not isinstance(url, str) or not url:
         raise ConfigurationError(
             f"job store URL must be a non-empty string like 'sqlite:///jobs.db', got {url!r}"
         )
     scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from jobq.backends.sqlite import parse_sqlite_url
+
+        parse_sqlite_url(url)
+    elif scheme != "memory":
+        raise ConfigurationError(
+            f"unsupported job store URL {redact_url(url)!r}: use 'sqlite:///path/to/jobs.db' "
+            "or 'memory://'"
+        )
+    return scheme
+
+
+def open_backend(url: str) -> Backend:
+    """Open the job store named by ``url`` (``sqlite:///path.db`` or ``memory://``)."""
+    scheme = check_url(url)
     if scheme == "memory":
         from jobq.backends.memory import MemoryBackend
 
@@ -43,7 +59,4 @@ def open_backend(url: str) -> Backend:
         from jobq.backends.sqlite import SQLiteBackend
 
         return SQLiteBackend(url)
-    raise ConfigurationError(
-        f"unsupported job store URL {redact_url(url)!r}: use 'sqlite:///path/to/jobs.db' "
-        "or 'memory://'"
-    )
+    raise AssertionError(f"check_url accepted an unknown scheme {scheme!r}")

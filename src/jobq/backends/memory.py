@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import secrets
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from jobq.job import AttemptError, JobRecord
 from jobq.states import ACTIVE_STATES, TERMINAL_STATES, Action, JobState, check
 
 _Key = tuple[int, int, int, int]
+log = logging.getLogger("jobq.memory")
 
 
 @dataclass(slots=True)
@@ -218,6 +220,13 @@ class MemoryBackend:
             for o in outcomes:
                 row = self._held(o.lease)
                 if row is None:
+                    log.warning(
+                        "job %s: outcome %s not recorded: its lease %s is no longer held "
+                        "(expired and rescued, cancelled, or claimed again)",
+                        o.lease.job_id,
+                        o.kind.value,
+                        o.lease.token,
+                    )
                     continue
                 r = row.record
                 errors = r.errors + ((o.error,) if o.error else ())
