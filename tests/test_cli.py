@@ -403,7 +403,12 @@ def test_app_module_that_fails_to_import(
 @pytest.mark.parametrize(
     ("store", "code", "fragments"),
     [
-        ("postgres://user:secret@db/jobs", 2, ["postgres://user:***@db/jobs", "sqlite:///"]),
+        ("redis://user:secret@db/jobs", 2, ["redis://user:***@db/jobs", "sqlite:///"]),
+        (
+            "postgresql://user:secret@127.0.0.1:1/jobs",
+            1,
+            ["cannot connect to PostgreSQL", "postgresql://user:***@127.0.0.1:1/jobs"],
+        ),
         ("", 2, ["sqlite:///"]),
         ("sqlite://", 2, ["sqlite://"]),
         ("sqlite:///{tmp}/missing/dir/j.db", 1, ["missing/dir", "does not exist"]),

