@@ -750,3 +750,43 @@ def test_worker_sigterm_grace_releases_unfinished_job(
     assert "releasing 1 running job" in err
     job = app.get_job(job_id)
     assert job.state is jobq.JobState.AVAILABLE  # handed back to run elsewhere
+
+
+# -- migrate ---------------------------------------------------------------------------------
+
+
+def test_migrate_sqlite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    code, out, err = run(capsys, "migrate", "--url", url)
+    assert (code, err) == (0, "")
+    assert "schema version 1, up to date" in out
+    code, _, err = run(capsys, "migrate", "--url", url, "--schema", "x")
+    assert code == 2
+    assert_one_error(err, "--schema applies to PostgreSQL")
+
+
+def test_migrate_postgres_into_its_own_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    import psycopg
+
+    from tests.conftest import postgres_or_skip
+
+    base = postgres_or_skip()
+    schema = "jobq_t_cli_migrate"
+    try:
+        for _ in range(2):  # idempotent
+            code, out, err = run(capsys, "migrate", "--url", base, "--schema", schema)
+            assert (code, err) == (0, ""), err
+            assert f"schema={schema}: jobq schema version 1, up to date" in out
+        with psycopg.connect(base) as conn:
+            tables = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "ORDER BY 1",
+                (schema,),
+            ).fetchall()
+        assert tables == [("jobq_jobs",), ("jobq_meta",)]
+        code, _, err = run(capsys, "migrate", "--url", base, "--schema", "Bad-Name")
+        assert code == 2
+        assert_one_error(err, "invalid PostgreSQL schema name 'Bad-Name'")
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -321,3 +321,45 @@ def test_schema_names_are_validated() -> None:
     for bad in ["", "Has-Dash", "x; DROP TABLE y", "1abc", "a" * 49]:
         with pytest.raises(jobq.ConfigurationError, match="schema name"):
             check_schema_name(bad)
+
+
+def test_worker_survives_a_server_restart(app: jobq.App) -> None:
+    """A fast restart of the server mid-run: the worker reconnects by itself and every job
+    completes. Needs a command that restarts the test server, given by the environment."""
+    import os
+    import shlex
+    import subprocess
+
+    restart = os.environ.get("JOBQ_TEST_PG_RESTART")
+    if not restart:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(
+                "CI=true but JOBQ_TEST_PG_RESTART (a command restarting the server) is unset"
+            )
+        pytest.skip("set JOBQ_TEST_PG_RESTART to a command that restarts the test server")
+    done: list[int] = []
+
+    @app.task
+    def work(i: int) -> None:
+        time.sleep(0.005)
+        done.append(i)
+
+    worker = app.worker(threads=4, poll_interval=0.2, lease=3)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    work.enqueue_many([(i,) for i in range(300)])
+    wait_for(lambda: len(done) >= 50, "some jobs to run before the restart")
+    subprocess.run(shlex.split(restart), check=True, timeout=120, capture_output=True)
+
+    def all_completed() -> bool:
+        try:
+            return app.stats() == {"default": {jobq.JobState.COMPLETED: 300}}
+        except jobq.BackendError:
+            return False  # this test's own connections are reconnecting too
+
+    wait_for(all_completed, "every job to complete after the restart")
+    worker.stop()
+    runner.join(WAIT)
+    assert not runner.is_alive()
+    # attempts that the restart cut off were rescued and ran again: nothing lost
+    assert set(done) == set(range(300))

@@ -36,6 +36,7 @@ import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jobq.app import DEFAULT_URL_ENV, App
 from jobq.backends import redact_url
@@ -389,6 +390,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(args.log_level)
+    # The pool logs every failed reconnection attempt while a database restarts; jobq's worker
+    # already says once that the store is unavailable, and again when it is back.
+    pool_log = logging.getLogger("psycopg.pool")
+    if args.log_level != "DEBUG" and pool_log.level == logging.NOTSET:
+        pool_log.setLevel(logging.ERROR)
     try:
         kwargs: dict[str, Any] = {"threads": args.threads, "burst": args.burst, "weights": weights}
         if args.lease is not None:
@@ -600,6 +606,26 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade the job store's schema (opening a store migrates it)."""
+    if args.schema is not None:
+        url = args.url or (load_app(args.app).url if args.app else os.environ.get(DEFAULT_URL_ENV))
+        if not url or urlsplit(url).scheme not in ("postgresql", "postgres"):
+            raise _UsageError(
+                f"--schema applies to PostgreSQL URLs only, not {redact_url(url or '')!r}"
+            )
+        query = [(k, v) for k, v in parse_qsl(urlsplit(url).query) if k != "schema"]
+        query.append(("schema", args.schema))
+        args.url, args.app = urlsplit(url)._replace(query=urlencode(query)).geturl(), None
+    with _app_for(args) as app:
+        version = getattr(app.backend, "schema_version", None)
+        if version is None:
+            _out(f"{redact_url(app.url)}: nothing to migrate (in-process store)")
+        else:
+            _out(f"{redact_url(app.url)}: jobq schema version {version()}, up to date")
+    return EXIT_OK
+
+
 def cmd_demo(argv: list[str]) -> int:
     try:
         module = importlib.import_module("jobq.demo.run")
@@ -800,6 +826,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jc.add_argument("ids", type=_job_id_arg, nargs="+", metavar="ID")
     jc.set_defaults(handler=cmd_jobs_cancel)
+
+    m = sub.add_parser(
+        "migrate",
+        parents=[common, store],
+        help="create or upgrade the job store's schema",
+        description="Create or upgrade the job store's schema. Safe to run from several "
+        "machines at once, and again when there is nothing to do.",
+    )
+    m.add_argument(
+        "--schema",
+        metavar="NAME",
+        help="PostgreSQL schema to keep jobq's tables in (default: the URL's ?schema=, "
+        "else public)",
+    )
+    m.set_defaults(handler=cmd_migrate)
 
     sub.add_parser(
         "demo",
