@@ -27,9 +27,7 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def drain_rate(backend: Backend, jobs: int, batch: int) -> float:
-    backend.enqueue_many(
-        [NewJob("default", "noop", "[]", "{}", 0, 3) for _ in range(jobs)]
-    )
+    backend.enqueue_many([NewJob("default", "noop", "[]", "{}", 0, 3) for _ in range(jobs)])
     done = 0
     acks: list[Outcome] = []
     start = time.perf_counter()
