@@ -14,12 +14,14 @@ conformance suite (``tests/conformance``) checks against each of them:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from jobq.exceptions import InvalidTransition, JobNotFound, UniqueConflict
 from jobq.job import AttemptError, JobRecord
 from jobq.states import Action, JobState
 
@@ -245,3 +247,36 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- what every backend says the same way ----------------------------------------------------
+
+log = logging.getLogger("jobq.backend")
+
+
+def not_found(job_id: int) -> JobNotFound:
+    return JobNotFound(f"no job with id {job_id} (it may have been pruned)")
+
+
+def not_retryable(job_id: int, state: str) -> InvalidTransition:
+    return InvalidTransition(
+        f"job {job_id} is {state}; only completed, dead, cancelled or expired jobs can be "
+        "retried (cancel it first to stop it)"
+    )
+
+
+def retry_conflict(job_id: int) -> UniqueConflict:
+    return UniqueConflict(
+        f"job {job_id} cannot be retried: another active job holds its unique_key"
+    )
+
+
+def log_not_recorded(outcome: Outcome) -> None:
+    """A late write, refused by fencing: logged, never applied (DESIGN §3)."""
+    log.warning(
+        "job %s: outcome %s not recorded: its lease %s is no longer held (expired and "
+        "rescued, cancelled, or claimed again)",
+        outcome.lease.job_id,
+        outcome.kind.value,
+        outcome.lease.token,
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -17,14 +16,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobq.backends.base import JobFilter, Lease, NewJob, Outcome, OutcomeKind
+from jobq.backends.base import (
+    JobFilter,
+    Lease,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    log_not_recorded,
+    not_found,
+    not_retryable,
+    retry_conflict,
+)
 from jobq.clock import NO_DEADLINE_US, from_us, now_us, opt_from_us, td_us, to_us
-from jobq.exceptions import ConfigurationError, InvalidTransition, JobNotFound, UniqueConflict
+from jobq.exceptions import ConfigurationError
 from jobq.job import AttemptError, JobRecord
 from jobq.states import ACTIVE_STATES, TERMINAL_STATES, Action, JobState, check
 
 _Key = tuple[int, int, int, int]
-log = logging.getLogger("jobq.memory")
 
 
 @dataclass(slots=True)
@@ -230,13 +238,7 @@ class MemoryBackend:
             for o in outcomes:
                 row = self._held(o.lease)
                 if row is None:
-                    log.warning(
-                        "job %s: outcome %s not recorded: its lease %s is no longer held "
-                        "(expired and rescued, cancelled, or claimed again)",
-                        o.lease.job_id,
-                        o.kind.value,
-                        o.lease.token,
-                    )
+                    log_not_recorded(o)
                     continue
                 r = row.record
                 errors = r.errors + ((o.error,) if o.error else ())
@@ -298,7 +300,7 @@ class MemoryBackend:
         with self._lock:
             row = self._rows.get(job_id)
             if row is None:
-                raise JobNotFound(f"no job with id {job_id}")
+                raise not_found(job_id)
             if row.record.state not in ACTIVE_STATES:
                 return False, row.record
             err = AttemptError(0, from_us(now_), "Cancelled", "cancelled through the API")
@@ -319,17 +321,12 @@ class MemoryBackend:
         with self._lock:
             row = self._rows.get(job_id)
             if row is None:
-                raise JobNotFound(f"no job with id {job_id}")
+                raise not_found(job_id)
             r = row.record
             if r.state not in TERMINAL_STATES:
-                raise InvalidTransition(
-                    f"job {job_id} is {r.state.value}; only completed, dead, cancelled or "
-                    "expired jobs can be retried (cancel it first to stop it)"
-                )
+                raise not_retryable(job_id, r.state.value)
             if r.unique_key is not None and r.unique_key in self._unique:
-                raise UniqueConflict(
-                    f"job {job_id} cannot be retried: another active job holds its unique_key"
-                )
+                raise retry_conflict(job_id)
             row.run_at_us = now_
             row.eff_priority = r.priority
             row.finished_us = None

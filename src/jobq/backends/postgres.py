@@ -37,7 +37,16 @@ from psycopg import sql
 
 from jobq.backends import attempt_errors
 from jobq.backends import postgres_sql as q
-from jobq.backends.base import JobFilter, Lease, NewJob, Outcome
+from jobq.backends.base import (
+    JobFilter,
+    Lease,
+    NewJob,
+    Outcome,
+    log_not_recorded,
+    not_found,
+    not_retryable,
+    retry_conflict,
+)
 from jobq.backends.postgres_schema import (
     SCHEMA_VERSION,
     check_schema_name,
@@ -48,8 +57,6 @@ from jobq.exceptions import (
     BackendError,
     ConfigurationError,
     DatabaseOpenError,
-    InvalidTransition,
-    JobNotFound,
     SchemaVersionError,
     UniqueConflict,
 )
@@ -433,13 +440,7 @@ class PostgresBackend:
         done = {r[0] for r in cur.fetchall()}
         for o in outcomes:
             if o.lease.job_id not in done:
-                log.warning(
-                    "job %s: outcome %s not recorded: its lease %s is no longer held "
-                    "(expired and rescued, cancelled, or claimed again)",
-                    o.lease.job_id,
-                    o.kind.value,
-                    o.lease.token,
-                )
+                log_not_recorded(o)
         return done
 
     def release(self, leases: Sequence[Lease], *, now: datetime | None = None) -> set[int]:
@@ -469,7 +470,7 @@ class PostgresBackend:
             cur.execute(self._q(f"SELECT {q.COLUMNS} FROM {{t}} WHERE id = %s"), (job_id,))
             current = cur.fetchone()
         if current is None:
-            raise JobNotFound(f"no job with id {job_id}")
+            raise not_found(job_id)
         return False, _row_to_record(current)
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> JobRecord:
@@ -483,15 +484,10 @@ class PostgresBackend:
                 cur.execute(self._q("SELECT state FROM {t} WHERE id = %s"), (job_id,))
                 current = cur.fetchone()
         except psycopg.errors.UniqueViolation:
-            raise UniqueConflict(
-                f"job {job_id} cannot be retried: another active job holds its unique_key"
-            ) from None
+            raise retry_conflict(job_id) from None
         if current is None:
-            raise JobNotFound(f"no job with id {job_id}")
-        raise InvalidTransition(
-            f"job {job_id} is {current[0]}; only completed, dead, cancelled or expired jobs can "
-            "be retried (cancel it first to stop it)"
-        )
+            raise not_found(job_id)
+        raise not_retryable(job_id, current[0])
 
     # -- maintenance -------------------------------------------------------------------------
 

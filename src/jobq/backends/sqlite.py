@@ -29,16 +29,23 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobq.backends import attempt_errors
-from jobq.backends.base import JobFilter, Lease, NewJob, Outcome, OutcomeKind
+from jobq.backends.base import (
+    JobFilter,
+    Lease,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    log_not_recorded,
+    not_found,
+    not_retryable,
+    retry_conflict,
+)
 from jobq.backends.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from jobq.clock import NO_DEADLINE_US, from_us, now_us, opt_from_us, td_us, to_us
 from jobq.exceptions import (
     ConfigurationError,
     DatabaseOpenError,
-    InvalidTransition,
-    JobNotFound,
     SchemaVersionError,
-    UniqueConflict,
 )
 from jobq.job import JobRecord
 from jobq.states import Action, JobState, sources, state_list_sql
@@ -408,13 +415,7 @@ class SQLiteBackend:
             if row is not None:
                 done.add(row[0])
             else:
-                log.warning(
-                    "job %s: outcome %s not recorded: its lease %s is no longer held "
-                    "(expired and rescued, cancelled, or claimed again)",
-                    o.lease.job_id,
-                    o.kind.value,
-                    o.lease.token,
-                )
+                log_not_recorded(o)
         return done
 
     def release(self, leases: Sequence[Lease], *, now: datetime | None = None) -> set[int]:
@@ -461,7 +462,7 @@ class SQLiteBackend:
                 f"SELECT {_COLUMNS} FROM jobq_jobs WHERE id = ?", (job_id,)
             ).fetchone()
         if current is None:
-            raise JobNotFound(f"no job with id {job_id}")
+            raise not_found(job_id)
         return False, _row_to_record(current)
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> JobRecord:
@@ -477,18 +478,13 @@ class SQLiteBackend:
                     {"id": job_id, "now": now_},
                 ).fetchone()
             except sqlite3.IntegrityError:
-                raise UniqueConflict(
-                    f"job {job_id} cannot be retried: another active job holds its unique_key"
-                ) from None
+                raise retry_conflict(job_id) from None
             if row is not None:
                 return _row_to_record(row)
             current = c.execute("SELECT state FROM jobq_jobs WHERE id = ?", (job_id,)).fetchone()
         if current is None:
-            raise JobNotFound(f"no job with id {job_id}")
-        raise InvalidTransition(
-            f"job {job_id} is {current[0]}; only completed, dead, cancelled or expired jobs can "
-            "be retried (cancel it first to stop it)"
-        )
+            raise not_found(job_id)
+        raise not_retryable(job_id, current[0])
 
     # -- maintenance -------------------------------------------------------------------------
 
