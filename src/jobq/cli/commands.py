@@ -1,0 +1,267 @@
+"""The command handlers: one ``cmd_*`` function per command, taking the parsed arguments and
+returning the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from jobq.app import DEFAULT_URL_ENV, App
+from jobq.backends import redact_url
+from jobq.cli.apps import app_for, load_app
+from jobq.cli.arguments import json_arg, parse_queues
+from jobq.cli.errors import EXIT_OK, EXIT_RUNTIME, CliError, UsageError, describe, print_error
+from jobq.cli.render import dumps, format_table, job_to_dict, out, stats_json, stats_rows, when
+from jobq.exceptions import JobqError
+from jobq.states import TERMINAL_STATES, JobState
+
+_CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    queues: list[str] | None = None
+    weights: dict[str, int] | None = None
+    if args.queues is not None:
+        queues, weights = parse_queues(args.queues)
+    app = load_app(args.app_spec)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(args.log_level)
+    # The pool logs every failed reconnection attempt while a database restarts; jobq's worker
+    # already says once that the store is unavailable, and again when it is back.
+    pool_log = logging.getLogger("psycopg.pool")
+    if args.log_level != "DEBUG" and pool_log.level == logging.NOTSET:
+        pool_log.setLevel(logging.ERROR)
+    try:
+        kwargs: dict[str, Any] = {"threads": args.threads, "burst": args.burst, "weights": weights}
+        if args.lease is not None:
+            kwargs["lease"] = args.lease
+        if args.grace is not None:
+            kwargs["grace"] = args.grace
+        app.run_worker(queues, **kwargs)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        app.close()
+    return EXIT_OK
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    call_args = json_arg(args.args, "--args", list)
+    call_kwargs = json_arg(args.kwargs, "--kwargs", dict) if args.kwargs is not None else None
+    with app_for(args) as app:
+        job = app.enqueue(
+            args.task,
+            args=call_args,
+            kwargs=call_kwargs,
+            queue=args.queue,
+            priority=args.priority,
+            delay=args.delay,
+        )
+        out(dumps(job_to_dict(job)) if args.json else str(job.id))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with app_for(args) as app:
+        if not args.watch:
+            _print_status(app, args.json)
+            return EXIT_OK
+        n = 0
+        try:
+            while True:
+                if args.json:
+                    out(dumps(stats_json(app.stats()), indent=None))
+                else:
+                    now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+                    sys.stdout.write(_CLEAR_SCREEN)
+                    out(
+                        f"jobq status  {redact_url(app.url)}  {now}  "
+                        f"(every {args.interval:g}s, Ctrl-C to stop)\n"
+                    )
+                    _print_status(app, False)
+                sys.stdout.flush()
+                n += 1
+                if args.iterations is not None and n >= args.iterations:
+                    break
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            out()
+    return EXIT_OK
+
+
+def _print_status(app: App, as_json: bool) -> None:
+    stats = app.stats()
+    if as_json:
+        out(dumps(stats_json(stats)))
+    else:
+        header, rows = stats_rows(stats)
+        out(format_table(header, rows, right=range(1, len(header))))
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    with app_for(args) as app:
+        jobs = app.list_jobs(
+            queue=args.queue,
+            state=args.state,
+            task=args.task,
+            limit=args.limit,
+            before_id=args.before,
+        )
+        if args.json:
+            out(dumps([job_to_dict(j) for j in jobs]))
+            return EXIT_OK
+        if not jobs:
+            out("no jobs")
+            return EXIT_OK
+        header = ["ID", "STATE", "QUEUE", "TASK", "PRIORITY", "ATTEMPT", "CREATED", "RUN AT"]
+        rows = [
+            [
+                j.id,
+                j.state.value,
+                j.queue,
+                j.task,
+                j.priority,
+                f"{j.attempt}/{j.max_attempts}",
+                when(j.created_at),
+                when(j.run_at),
+            ]
+            for j in jobs
+        ]
+        out(format_table(header, rows, right={0, 4, 5}))
+    return EXIT_OK
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    with app_for(args) as app:
+        job = app.get_job(args.id)
+        d = job_to_dict(job)
+        if args.json:
+            out(dumps(d))
+            return EXIT_OK
+        fields = [
+            "id",
+            "task",
+            "queue",
+            "state",
+            "priority",
+            "attempt",
+            "max_attempts",
+            "created_at",
+            "run_at",
+            "started_at",
+            "finished_at",
+            "deadline",
+            "timeout",
+            "unique_key",
+            "tags",
+            "worker_id",
+            "leased_until",
+        ]
+        width = max(len(f) for f in [*fields, "args", "kwargs", "result"])
+        for f in fields:
+            value = d[f]
+            if f == "attempt":
+                value = f"{d['attempt']} of {d['max_attempts']}"
+            elif f == "max_attempts":
+                continue
+            elif f == "tags":
+                value = ", ".join(d["tags"]) or None
+            elif f == "timeout" and value is not None:
+                value = f"{value:g}s"
+            out(f"{f + ':':<{width + 1}} {'-' if value is None else value}")
+        for f in ("args", "kwargs", "result"):
+            out(f"{f + ':':<{width + 1}} {dumps(d[f], indent=None)}")
+        errors = d["errors"]
+        out(f"{'errors:':<{width + 1}} {len(errors) if errors else '-'}")
+        for e in errors:
+            out(f"  attempt {e['attempt']} at {e['at']}: {e['type']}: {e['message']}")
+            if e["traceback"]:
+                for line in str(e["traceback"]).rstrip("\n").splitlines():
+                    out(f"    {line}")
+    return EXIT_OK
+
+
+def cmd_jobs_retry(args: argparse.Namespace) -> int:
+    code = EXIT_OK
+    with app_for(args) as app:
+        for job_id in args.ids:
+            try:
+                job = app.retry(job_id)
+            except JobqError as exc:
+                print_error(str(exc))
+                code = EXIT_RUNTIME
+                continue
+            out(f"job {job.id}: retried, now {job.state.value}")
+    return code
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    code = EXIT_OK
+    with app_for(args) as app:
+        for job_id in args.ids:
+            try:
+                if app.cancel(job_id):
+                    out(f"job {job_id}: cancelled")
+                    continue
+                state = app.get_job(job_id).state
+            except JobqError as exc:
+                print_error(str(exc))
+                code = EXIT_RUNTIME
+                continue
+            if state is JobState.CANCELLED:
+                out(f"job {job_id}: already cancelled")
+            else:
+                active = ", ".join(s.value for s in JobState if s not in TERMINAL_STATES)
+                print_error(
+                    f"job {job_id} is already {state.value} and cannot be cancelled; only "
+                    f"{active} jobs can be"
+                )
+                code = EXIT_RUNTIME
+    return code
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade the job store's schema (opening a store migrates it)."""
+    if args.schema is not None:
+        url = args.url or (load_app(args.app).url if args.app else os.environ.get(DEFAULT_URL_ENV))
+        if not url or urlsplit(url).scheme not in ("postgresql", "postgres"):
+            raise UsageError(
+                f"--schema applies to PostgreSQL URLs only, not {redact_url(url or '')!r}"
+            )
+        query = [(k, v) for k, v in parse_qsl(urlsplit(url).query) if k != "schema"]
+        query.append(("schema", args.schema))
+        args.url, args.app = urlsplit(url)._replace(query=urlencode(query)).geturl(), None
+    with app_for(args) as app:
+        version = getattr(app.backend, "schema_version", None)
+        if version is None:
+            out(f"{redact_url(app.url)}: nothing to migrate (in-process store)")
+        else:
+            out(f"{redact_url(app.url)}: jobq schema version {version()}, up to date")
+    return EXIT_OK
+
+
+def cmd_demo(argv: list[str]) -> int:
+    try:
+        module = importlib.import_module("jobq.demo.run")
+    except ImportError as exc:
+        raise CliError(
+            f"the demo is not available: cannot import jobq.demo.run ({describe(exc)}); "
+            "reinstall jobq"
+        ) from exc
+    demo_main = getattr(module, "main", None)
+    if not callable(demo_main):
+        raise CliError("the demo is not available: jobq.demo.run has no main(); reinstall jobq")
+    result = cast(Callable[[list[str]], int | None], demo_main)(argv)
+    return int(result or 0)
