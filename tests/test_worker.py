@@ -416,3 +416,56 @@ def test_bad_worker_configuration(app: jobq.App) -> None:
         app.worker(queues=["bad queue"])
     with pytest.raises(jobq.ConfigurationError, match="weight"):
         app.worker(queues=["a"], weights={"b": 2})
+
+
+def test_recycles_after_max_jobs(app: jobq.App) -> None:
+    @app.task
+    def noop(i: int) -> None: ...
+
+    noop.enqueue_many([(i,) for i in range(30)])
+    summary = burst(app, threads=2, max_jobs=10)
+    assert summary.exit_reason == "recycle" and "max_jobs=10" in summary.recycle_reason
+    assert 10 <= summary.finished < 30  # stopped claiming, finished what it held
+    stats = app.stats()["default"]
+    assert stats.get(jobq.JobState.RUNNING, 0) == 0
+    assert stats[jobq.JobState.COMPLETED] + stats[jobq.JobState.AVAILABLE] == 30
+
+
+def test_recycles_when_memory_is_over_the_limit(app: jobq.App) -> None:
+    @app.task
+    def noop() -> None: ...
+
+    noop.enqueue()
+    summary = burst(app, max_memory_mb=1)  # any Python process uses more than 1 MiB
+    assert summary.exit_reason == "recycle" and "max_memory_mb=1" in summary.recycle_reason
+
+
+def test_recycles_when_a_timed_out_thread_stays_stuck(app: jobq.App) -> None:
+    release = threading.Event()
+
+    @app.task(timeout=timedelta(milliseconds=100), max_attempts=1)
+    def hangs() -> None:
+        release.wait(WAIT)
+
+    job = hangs.enqueue()
+    bg = Background(app, threads=1, stuck_grace=0.2)
+    try:
+        bg.thread.join(WAIT)
+        assert not bg.thread.is_alive()
+        assert bg.summary is not None and bg.summary.exit_reason == "recycle"
+        assert "stuck" in bg.summary.recycle_reason
+        assert job.refresh().state is jobq.JobState.DEAD
+        assert job.errors[-1].type == "Timeout"
+    finally:
+        release.set()
+
+
+def test_burst_exit_reason(app: jobq.App) -> None:
+    assert burst(app).exit_reason == "burst"
+
+
+def test_limits_are_validated(app: jobq.App) -> None:
+    with pytest.raises(jobq.ConfigurationError, match="max_jobs"):
+        app.worker(max_jobs=0)
+    with pytest.raises(jobq.ConfigurationError, match="max_memory_mb"):
+        app.worker(max_memory_mb=-5)

@@ -289,6 +289,9 @@ class App:
         grace: timedelta | float = timedelta(seconds=30),
         weights: Mapping[str, int] | None = None,
         poll_interval: timedelta | float = timedelta(seconds=1),
+        max_jobs: int | None = None,
+        max_memory_mb: int | None = None,
+        stuck_grace: timedelta | float | None = None,
     ) -> Worker:
         """Build a worker for ``queues`` (default: every queue of a registered task)."""
         if queues is None:
@@ -305,6 +308,9 @@ class App:
             poll_interval=_seconds(poll_interval, "poll_interval"),
             retention=self.retention,
             aging=self.aging,
+            max_jobs=max_jobs,
+            max_memory_mb=max_memory_mb,
+            stuck_grace=_seconds(stuck_grace, "stuck_grace") if stuck_grace is not None else None,
         )
         self.open()
         return Worker(self, config)
@@ -319,6 +325,9 @@ class App:
         grace: timedelta | float = timedelta(seconds=30),
         weights: Mapping[str, int] | None = None,
         poll_interval: timedelta | float = timedelta(seconds=1),
+        max_jobs: int | None = None,
+        max_memory_mb: int | None = None,
+        stuck_grace: timedelta | float | None = None,
         handle_signals: bool = True,
     ) -> WorkerSummary:
         """Run a worker in this process until SIGTERM/SIGINT (or, with ``burst``, until the
@@ -335,6 +344,9 @@ class App:
             grace=grace,
             weights=weights,
             poll_interval=poll_interval,
+            max_jobs=max_jobs,
+            max_memory_mb=max_memory_mb,
+            stuck_grace=stuck_grace,
         )
         if not handle_signals:
             return worker.run()

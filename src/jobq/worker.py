@@ -18,6 +18,7 @@ import queue
 import random
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -63,6 +64,13 @@ class WorkerConfig:
     maintenance_interval: timedelta = timedelta(seconds=1)
     retention: timedelta | None = timedelta(days=7)
     aging: Aging | None = Aging()
+    #: Recycle (stop gracefully, reporting exit_reason "recycle") after this many attempts.
+    max_jobs: int | None = None
+    #: Recycle once this process's resident memory exceeds this many MiB.
+    max_memory_mb: int | None = None
+    #: Recycle when a thread abandoned to a timed-out job is still stuck after this long
+    #: (only a fresh process gets rid of a thread that will not return). None: never.
+    stuck_grace: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -84,6 +92,12 @@ class WorkerConfig:
                 "worker renews it every third of it, so very short leases let jobs run twice "
                 "under load"
             )
+        for name in ("max_jobs", "max_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigurationError(f"{name} must be an int >= 1 or None, got {value!r}")
         if self.weights is not None:
             for q, w in self.weights.items():
                 if q not in self.queues or isinstance(w, bool) or not isinstance(w, int) or w < 1:
@@ -102,6 +116,15 @@ class WorkerSummary:
     lost_leases: int = 0
     timed_out: int = 0
     released: int = 0
+    #: Why run() returned: "stopped" (stop() or a signal), "burst" (queues empty) or
+    #: "recycle" (a max_jobs / max_memory_mb / stuck-thread limit; see recycle_reason).
+    exit_reason: str = "stopped"
+    recycle_reason: str = ""
+
+    @property
+    def finished(self) -> int:
+        """Attempts whose outcome was recorded, whatever it was."""
+        return sum(self.outcomes.values())
 
     @property
     def completed(self) -> int:
@@ -139,7 +162,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._abandoned: set[str] = set()
+        self._abandoned: dict[str, float] = {}  # thread name -> monotonic time abandoned
         self._maybe_work = True
         self._next_aging = 0.0
         self._next_promote = float("inf")
@@ -203,6 +226,7 @@ class Worker:
             now = time.monotonic()
             if now >= next_maintenance:
                 self._maintain()
+                self._check_limits(now)
                 next_maintenance = now + cfg.maintenance_interval.total_seconds()
             if now >= next_heartbeat:
                 self._heartbeat()
@@ -223,6 +247,7 @@ class Worker:
             if cfg.burst and not busy and not self._maybe_work:
                 self._promote()
                 if not self._exchange(claim=True) and self._down_since is None:
+                    self.summary.exit_reason = "burst"
                     return
                 continue
             # Idle (or all slots busy): wait for a finished job, a local enqueue, another
@@ -295,6 +320,8 @@ class Worker:
         if free > 0:
             self._maybe_work = len(records) == free
         self.summary.claimed += len(records)
+        if self.config.max_jobs is not None and self.summary.finished >= self.config.max_jobs:
+            self.recycle(f"ran {self.summary.finished} jobs (max_jobs={self.config.max_jobs})")
         for r in records:
             self._inbox.put(r)
         return len(records)
@@ -372,6 +399,31 @@ class Worker:
         except JobqError as exc:
             self._store_failed("maintenance", exc)
 
+    def recycle(self, reason: str) -> None:
+        """Stop gracefully so that a supervisor starts a fresh process in this one's place."""
+        if self.summary.exit_reason != "recycle":
+            log.warning("worker %s recycling: %s", self.worker_id, reason)
+            self.summary.exit_reason = "recycle"
+            self.summary.recycle_reason = reason
+        self.stop()
+
+    def _check_limits(self, now: float) -> None:
+        cfg = self.config
+        if cfg.max_memory_mb is not None:
+            rss = resident_mb()
+            if rss > cfg.max_memory_mb:
+                self.recycle(f"uses {rss:.0f} MiB (max_memory_mb={cfg.max_memory_mb})")
+        if cfg.stuck_grace is not None:
+            alive = {t.name for t in self._threads if t.is_alive()}
+            for name, since in list(self._abandoned.items()):
+                if name not in alive:
+                    continue
+                if now - since > cfg.stuck_grace.total_seconds():
+                    self.recycle(
+                        f"thread {name} is still stuck in a timed-out job after "
+                        f"{cfg.stuck_grace.total_seconds():g}s"
+                    )
+
     def _next_timeout(self) -> float:
         """Monotonic time at which the earliest running job passes its timeout."""
         with self._lock:
@@ -414,7 +466,7 @@ class Worker:
             # The stuck thread keeps its OS thread until the task returns; a fresh thread takes
             # its slot so the pool keeps its size.
             if h.thread is not None:
-                self._abandoned.add(h.thread)
+                self._abandoned[h.thread] = time.monotonic()
             if len(self._abandoned) <= self.config.threads * 4:
                 self._start_thread()
             else:
@@ -560,3 +612,15 @@ def signal_handlers(worker: Worker) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MiB (current on Linux, peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
