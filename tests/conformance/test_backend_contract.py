@@ -358,6 +358,8 @@ def test_rescue_returns_expired_lease_and_counts_attempt(backend: Backend, clock
     assert backend.rescue_expired(now=clock.advance(31)) == 1
     dead = backend.get(r.id)
     assert dead is not None and dead.state is JobState.DEAD and len(dead.errors) == 2
+    assert dead.errors[-1].type == "WorkerLost"
+    assert dead.errors[-1].message.startswith("worker lost 2 times: this job may be killing")
     assert dead.finished_at == clock.now
 
 

@@ -280,3 +280,11 @@ def log_not_recorded(outcome: Outcome) -> None:
         outcome.kind.value,
         outcome.lease.token,
     )
+
+
+#: Messages of the error a rescue appends (``{worker}``/``{times}`` filled in by each backend).
+WORKER_LOST = "worker {worker} lost its lease (crashed, killed, hung or cut off from the database)"
+WORKER_LOST_DEAD = (
+    "worker lost {times} times: this job may be killing the process that runs it (segfault, "
+    "os._exit, out of memory), so it is parked as dead instead of looping"
+)

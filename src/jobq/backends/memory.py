@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobq.backends.base import (
+    WORKER_LOST,
+    WORKER_LOST_DEAD,
     JobFilter,
     Lease,
     NewJob,
@@ -368,13 +370,13 @@ class MemoryBackend:
                     or row.leased_until_us >= now_
                 ):
                     continue
-                err = AttemptError(
-                    r.attempt,
-                    from_us(now_),
-                    "WorkerLost",
-                    f"worker {r.worker_id or '?'} lost its lease (crashed, killed, hung or cut "
-                    "off from the database)",
-                )
+                if r.attempt >= r.max_attempts:
+                    times = 1 + sum(1 for e in r.errors if e.type == "WorkerLost")
+                    message = WORKER_LOST_DEAD.format(times=times)
+                else:
+                    message = WORKER_LOST.format(worker=r.worker_id or "?")
+                err = AttemptError(r.attempt, from_us(now_), "WorkerLost", message)
+
                 row.leased_until_us = None
                 row.eff_priority = r.priority
                 if r.attempt >= r.max_attempts:

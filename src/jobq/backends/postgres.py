@@ -38,6 +38,8 @@ from psycopg import sql
 from jobq.backends import attempt_errors
 from jobq.backends import postgres_sql as q
 from jobq.backends.base import (
+    WORKER_LOST,
+    WORKER_LOST_DEAD,
     JobFilter,
     Lease,
     NewJob,
@@ -503,7 +505,14 @@ class PostgresBackend:
         return self._count(q.PROMOTE, {"now": now})
 
     def rescue_expired(self, *, now: datetime | None = None) -> int:
-        return self._count(q.RESCUE, {"now": now})
+        params = {
+            "now": now,
+            "lost": WORKER_LOST,
+            "dead": WORKER_LOST_DEAD,
+            "times_mark": "{times}",
+            "worker_mark": "{worker}",
+        }
+        return self._count(q.RESCUE, params)
 
     def age(self, *, every: timedelta, max_boost: int, now: datetime | None = None) -> int:
         if every <= timedelta(0) or max_boost <= 0:

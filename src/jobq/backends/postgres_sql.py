@@ -127,8 +127,11 @@ UPDATE {{t}} SET
     errors = errors || jsonb_build_array(jsonb_build_object(
         'attempt', attempt, 'at', (extract(epoch FROM {NOW}) * 1000000)::bigint,
         'type', 'WorkerLost',
-        'message', 'worker ' || coalesce(worker_id, '?') || ' lost its lease (crashed, killed, '
-                   || 'hung or cut off from the database)',
+        'message', CASE WHEN attempt >= max_attempts
+            THEN replace(%(dead)s, %(times_mark)s, (1 + (
+                SELECT count(*) FROM jsonb_array_elements(errors) e
+                WHERE e->>'type' = 'WorkerLost'))::text)
+            ELSE replace(%(lost)s, %(worker_mark)s, coalesce(worker_id, '?')) END,
         'traceback', NULL))
 WHERE state = 'running' AND leased_until < {NOW}
 """

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobq.backends import attempt_errors
 from jobq.backends.base import (
+    WORKER_LOST,
+    WORKER_LOST_DEAD,
     JobFilter,
     Lease,
     NewJob,
@@ -505,11 +507,13 @@ class SQLiteBackend:
                 "finished_at = CASE WHEN attempt >= max_attempts THEN :now END, "
                 "leased_until = NULL, eff_priority = priority, "
                 "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', :now,"
-                " 'type', 'WorkerLost', 'message', 'worker ' || coalesce(worker_id, '?') || "
-                "' lost its lease (crashed, killed, hung or cut off from the database)', "
+                " 'type', 'WorkerLost', 'message', CASE WHEN attempt >= max_attempts "
+                "THEN replace(:dead, '{times}', 1 + (SELECT count(*) FROM json_each(errors) "
+                "WHERE json_extract(value, '$.type') = 'WorkerLost')) "
+                "ELSE replace(:lost, '{worker}', coalesce(worker_id, '?')) END, "
                 "'traceback', NULL)) "
                 "WHERE state = 'running' AND leased_until < :now",
-                {"now": now_},
+                {"now": now_, "lost": WORKER_LOST, "dead": WORKER_LOST_DEAD},
             ).rowcount
 
     def age(self, *, every: timedelta, max_boost: int, now: datetime | None = None) -> int:
