@@ -307,6 +307,97 @@ def test_async_task_runs(app: jobq.App) -> None:
     assert job.refresh().result() == 42
 
 
+def test_sync_and_async_tasks_share_a_queue_and_async_ones_take_no_thread(
+    app: jobq.App,
+) -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+    waiting: list[int] = []
+    loop_ref: list[asyncio.AbstractEventLoop] = []
+
+    @app.task
+    async def wait_together(i: int) -> int:
+        loop_ref[:] = [asyncio.get_running_loop()]
+        waiting.append(i)
+        if len(waiting) == 20:
+            gate.set()  # only if 20 run at once on one thread
+        await asyncio.wait_for(gate.wait(), WAIT)
+        return jobq.current_job().id
+
+    @app.task
+    def sync_one(i: int) -> int:
+        return i
+
+    async_jobs = wait_together.enqueue_many([(i,) for i in range(20)])
+    sync_jobs = sync_one.enqueue_many([(i,) for i in range(20)])
+    summary = burst(app, threads=1)  # one thread: the 20 async jobs must not need it
+    assert summary.completed == 40
+    assert [j.refresh().result() for j in async_jobs] == [j.id for j in async_jobs]
+    assert [j.refresh().result() for j in sync_jobs] == list(range(20))
+
+
+def test_async_limit_bounds_concurrency(app: jobq.App) -> None:
+    import asyncio
+
+    running = [0]
+    peak = [0]
+
+    @app.task
+    async def tick() -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+
+    tick.enqueue_many([()] * 30)
+    assert burst(app, threads=2, async_limit=3).completed == 30
+    assert 1 <= peak[0] <= 3
+
+
+def test_async_timeout_cancels_the_coroutine(app: jobq.App) -> None:
+    import asyncio
+
+    cancelled = threading.Event()
+
+    @app.task(timeout=timedelta(milliseconds=100), max_attempts=1)
+    async def too_slow() -> None:
+        try:
+            await asyncio.sleep(WAIT)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    job = too_slow.enqueue()
+    summary = burst(app)
+    assert cancelled.is_set()  # really stopped, not abandoned
+    assert job.refresh().state is jobq.JobState.DEAD and job.errors[-1].type == "Timeout"
+    assert summary.timed_out == 0  # no thread was abandoned
+
+
+def test_cancelling_a_running_async_job_stops_it(app: jobq.App) -> None:
+    import asyncio
+
+    started, cancelled = threading.Event(), threading.Event()
+
+    @app.task
+    async def long_poll() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(WAIT)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    job = long_poll.enqueue()
+    bg = Background(app, threads=1, lease=1)  # heartbeat every 1/3 s notices the cancel
+    assert started.wait(WAIT)
+    assert job.cancel() is True
+    assert cancelled.wait(WAIT), "the coroutine of a cancelled job kept running"
+    bg.stop()
+    assert job.refresh().state is jobq.JobState.CANCELLED
+
+
 def test_idle_worker_wakes_for_a_new_job(app: jobq.App) -> None:
     done = threading.Event()
 
@@ -469,3 +560,5 @@ def test_limits_are_validated(app: jobq.App) -> None:
         app.worker(max_jobs=0)
     with pytest.raises(jobq.ConfigurationError, match="max_memory_mb"):
         app.worker(max_memory_mb=-5)
+    with pytest.raises(jobq.ConfigurationError, match="async_limit"):
+        app.worker(async_limit=0)

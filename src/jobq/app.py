@@ -292,6 +292,7 @@ class App:
         max_jobs: int | None = None,
         max_memory_mb: int | None = None,
         stuck_grace: timedelta | float | None = None,
+        async_limit: int = 100,
     ) -> Worker:
         """Build a worker for ``queues`` (default: every queue of a registered task)."""
         if queues is None:
@@ -311,6 +312,7 @@ class App:
             max_jobs=max_jobs,
             max_memory_mb=max_memory_mb,
             stuck_grace=_seconds(stuck_grace, "stuck_grace") if stuck_grace is not None else None,
+            async_limit=async_limit,
         )
         self.open()
         return Worker(self, config)
@@ -328,6 +330,7 @@ class App:
         max_jobs: int | None = None,
         max_memory_mb: int | None = None,
         stuck_grace: timedelta | float | None = None,
+        async_limit: int = 100,
         handle_signals: bool = True,
     ) -> WorkerSummary:
         """Run a worker in this process until SIGTERM/SIGINT (or, with ``burst``, until the
@@ -347,6 +350,7 @@ class App:
             max_jobs=max_jobs,
             max_memory_mb=max_memory_mb,
             stuck_grace=stuck_grace,
+            async_limit=async_limit,
         )
         if not handle_signals:
             return worker.run()

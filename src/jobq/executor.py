@@ -10,6 +10,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +71,18 @@ def failure(
     return Outcome(_lease(record), OutcomeKind.RETRY, error=err, delay=delay)
 
 
-def execute(
-    app: App, record: JobRecord, on_start: Callable[[JobRecord], None] | None = None
-) -> Outcome:
-    """Run one claimed job in this thread and say how it ended."""
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A claimed job that passed the checks and is ready to run."""
+
+    task: Task[Any, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+def prepare(app: App, record: JobRecord) -> Outcome | Call:
+    """Resolve the task, check the deadline, decode the payload: a Call, or the Outcome of a
+    job that must not run."""
     task = app._tasks.get(record.task)
     if task is None:
         return dead(
@@ -99,49 +108,100 @@ def execute(
             ),
         )
     try:
-        args, kwargs = record.args, record.kwargs
+        return Call(task, record.args, record.kwargs)
     except PayloadError as exc:
         return dead(record, "PayloadError", str(exc))
+
+
+def classify(
+    record: JobRecord, task: Task[Any, Any], exc: BaseException | None, result: Any = None
+) -> Outcome:
+    """The outcome of a run that raised ``exc`` (or returned ``result`` when exc is None)."""
+    if exc is None:
+        try:
+            result_json = payload.encode(result, "result")
+        except PayloadError as err:
+            return dead(
+                record, "PayloadError", f"the task returned a value that cannot be stored: {err}"
+            )
+        return Outcome(_lease(record), OutcomeKind.COMPLETED, result_json=result_json)
+    if isinstance(exc, Retry):
+        reason = exc.reason or "the task asked to retry"
+        return failure(record, task, exc, "Retry", reason, retry_delay=exc.delay)
+    if isinstance(exc, Snooze):
+        return Outcome(_lease(record), OutcomeKind.SNOOZED, delay=exc.delay, run_at=exc.at)
+    if isinstance(exc, Cancel):
+        return Outcome(
+            _lease(record), OutcomeKind.CANCELLED, error=_error(record, "Cancel", exc.reason)
+        )
+    log.warning(
+        "job %s (%s) attempt %d/%d failed: %s: %s",
+        record.id,
+        record.task,
+        record.attempt,
+        record.max_attempts,
+        type(exc).__name__,
+        exc,
+    )
+    return failure(record, task, exc)
+
+
+def timed_out(record: JobRecord, task: Task[Any, Any] | None) -> Outcome:
+    """The outcome of an attempt that ran past its timeout: retried or dead by policy."""
+    exc = TimeoutError(f"job ran longer than its timeout of {record.timeout}")
+    log.warning("job %s (%s) timed out after %s", record.id, record.task, record.timeout)
+    return failure(record, task, exc, "Timeout", str(exc))
+
+
+def execute(
+    app: App, record: JobRecord, on_start: Callable[[JobRecord], None] | None = None
+) -> Outcome:
+    """Run one claimed job in this thread and say how it ended (an ``async def`` task runs to
+    completion on a private event loop)."""
+    call = prepare(app, record)
+    if isinstance(call, Outcome):
+        return call
     if on_start is not None:
         on_start(record)
     token = _current.set(Job(app, record))
     try:
-        if task.is_async:
-            result = asyncio.run(task.fn(*args, **kwargs))
+        if call.task.is_async:
+            result = asyncio.run(call.task.fn(*call.args, **call.kwargs))
         else:
-            result = task.fn(*args, **kwargs)
-    except Retry as exc:
-        return failure(
-            record,
-            task,
-            exc,
-            "Retry",
-            exc.reason or "the task asked to retry",
-            retry_delay=exc.delay,
-        )
-    except Snooze as exc:
-        return Outcome(_lease(record), OutcomeKind.SNOOZED, delay=exc.delay, run_at=exc.at)
-    except Cancel as exc:
-        return Outcome(
-            _lease(record), OutcomeKind.CANCELLED, error=_error(record, "Cancel", exc.reason)
-        )
-    except BaseException as exc:
-        log.warning(
-            "job %s (%s) attempt %d/%d failed: %s: %s",
-            record.id,
-            record.task,
-            record.attempt,
-            record.max_attempts,
-            type(exc).__name__,
-            exc,
-        )
-        return failure(record, task, exc)
+            result = call.task.fn(*call.args, **call.kwargs)
+    except BaseException as exc:  # a task's failure must never kill the worker
+        return classify(record, call.task, exc)
     finally:
         _current.reset(token)
+    return classify(record, call.task, None, result)
+
+
+async def execute_async(
+    app: App, record: JobRecord, on_start: Callable[[JobRecord], None] | None = None
+) -> Outcome:
+    """Run one claimed ``async def`` job on the running event loop, within its timeout.
+
+    A timeout cancels the task for real; cancelling the asyncio task that runs this (a
+    cancelled job, a worker that gives up at shutdown) propagates ``CancelledError``.
+    """
+    call = prepare(app, record)
+    if isinstance(call, Outcome):
+        return call
+    if on_start is not None:
+        on_start(record)
+    token = _current.set(Job(app, record))
     try:
-        result_json = payload.encode(result, "result")
-    except PayloadError as exc:
-        return dead(
-            record, "PayloadError", f"the task returned a value that cannot be stored: {exc}"
-        )
-    return Outcome(_lease(record), OutcomeKind.COMPLETED, result_json=result_json)
+        coro = call.task.fn(*call.args, **call.kwargs)
+        timeout = record.timeout.total_seconds() if record.timeout is not None else None
+        result = await asyncio.wait_for(coro, timeout)
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError as exc:
+        if isinstance(exc.__cause__, asyncio.CancelledError):  # raised by wait_for
+            return timed_out(record, call.task)
+        return classify(record, call.task, exc)
+    except BaseException as exc:
+        return classify(record, call.task, exc)
+    finally:
+        _current.reset(token)
+    return classify(record, call.task, None, result)

@@ -11,6 +11,8 @@ when the process died runs again after its lease expires.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 from jobq.backends.base import Lease, Outcome, OutcomeKind
 from jobq.clock import utcnow
 from jobq.exceptions import ConfigurationError, JobqError
-from jobq.executor import execute, failure
+from jobq.executor import execute, execute_async, timed_out
 from jobq.job import JobRecord
 from jobq.options import validate_queue
 from jobq.states import TERMINAL_STATES
@@ -71,6 +73,9 @@ class WorkerConfig:
     #: Recycle when a thread abandoned to a timed-out job is still stuck after this long
     #: (only a fresh process gets rid of a thread that will not return). None: never.
     stuck_grace: timedelta | None = None
+    #: How many ``async def`` jobs run at once on this process's event loop (they take no
+    #: thread; sync and async jobs may share a queue).
+    async_limit: int = 100
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -91,6 +96,14 @@ class WorkerConfig:
                 f"lease must be at least 1 second, got {self.lease.total_seconds():g}s; the "
                 "worker renews it every third of it, so very short leases let jobs run twice "
                 "under load"
+            )
+        if (
+            isinstance(self.async_limit, bool)
+            or not isinstance(self.async_limit, int)
+            or not (1 <= self.async_limit <= 100_000)
+        ):
+            raise ConfigurationError(
+                f"async_limit must be an int from 1 to 100000, got {self.async_limit!r}"
             )
         for name in ("max_jobs", "max_memory_mb"):
             value = getattr(self, name)
@@ -141,6 +154,8 @@ class _Held:
     thread: str | None = None
     timed_out: bool = False
     lost: bool = False
+    is_async: bool = False
+    future: concurrent.futures.Future[None] | None = None  # an async job's run on the loop
 
 
 class Worker:
@@ -172,6 +187,13 @@ class Worker:
         self._capacity = config.threads + (
             config.prefetch if config.prefetch is not None else config.threads
         )
+        # async jobs get slots of their own, only if the app has async tasks at all
+        self._async_capacity = (
+            config.async_limit if any(t.is_async for t in app._tasks.values()) else 0
+        )
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._async_slots: asyncio.Semaphore | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -279,7 +301,10 @@ class Worker:
         with self._lock:
             acks, self._acks = self._acks, []
             # acknowledged jobs give their slots back in the same transaction
-            free = self._capacity - len(self._held) + len(acks)
+            acked = {o.lease.job_id for o in acks}
+            n_async = sum(1 for i, h in self._held.items() if h.is_async and i not in acked)
+            n_sync = len(self._held) - len(acked & self._held.keys()) - n_async
+            free = max(0, self._capacity - n_sync) + max(0, self._async_capacity - n_async)
         if not claim or self._stopping.is_set():
             free = 0
         if not acks and free <= 0:
@@ -316,7 +341,9 @@ class Worker:
                     self._next_promote = min(self._next_promote, due)
             for r in records:
                 assert r.lease_token is not None
-                self._held[r.id] = _Held(r, Lease(r.id, r.lease_token))
+                task = self.app._tasks.get(r.task)
+                is_async = task is not None and task.is_async
+                self._held[r.id] = _Held(r, Lease(r.id, r.lease_token), is_async=is_async)
         if free > 0:
             self._maybe_work = len(records) == free
         self.summary.claimed += len(records)
@@ -340,7 +367,10 @@ class Worker:
         with self._lock:
             for lease in leases:
                 if lease.job_id not in held and lease.job_id in self._held:
-                    self._held[lease.job_id].lost = True
+                    h = self._held[lease.job_id]
+                    h.lost = True
+                    if h.future is not None:  # an async job can really be stopped
+                        h.future.cancel()
                     self.summary.lost_leases += 1
                     log.warning(
                         "job %s: lease lost (expired and rescued, or cancelled); its "
@@ -431,7 +461,10 @@ class Worker:
                 (
                     h.started + h.record.timeout.total_seconds()
                     for h in self._held.values()
-                    if h.started is not None and h.record.timeout is not None and not h.timed_out
+                    if h.started is not None
+                    and h.record.timeout is not None
+                    and not h.timed_out
+                    and not h.is_async
                 ),
                 default=float("inf"),
             )
@@ -445,21 +478,14 @@ class Worker:
                     t is not None
                     and h.started is not None
                     and not h.timed_out
+                    and not h.is_async  # asyncio.wait_for times those out for real
                     and now - h.started > t.total_seconds()
                 ):
                     h.timed_out = True
                     expired.append(h)
         for h in expired:
-            task = self.app._tasks.get(h.record.task)
-            exc = TimeoutError(f"job ran longer than its timeout of {h.record.timeout}")
-            outcome = failure(h.record, task, exc, "Timeout", str(exc))
-            log.warning(
-                "job %s (%s) timed out after %s; its thread %s is abandoned",
-                h.record.id,
-                h.record.task,
-                h.record.timeout,
-                h.thread,
-            )
+            outcome = timed_out(h.record, self.app._tasks.get(h.record.task))
+            log.warning("job %s: its thread %s is abandoned to it", h.record.id, h.thread)
             self.summary.timed_out += 1
             with self._lock:
                 self._acks.append(outcome)
@@ -490,6 +516,12 @@ class Worker:
                     h = self._held.pop(r.id, None)
                 if h is not None:
                     unstarted.append(h.lease)
+        with self._lock:  # async jobs still waiting for an event-loop slot have not started
+            for job_id, h in list(self._held.items()):
+                if h.is_async and h.started is None and h.future is not None:
+                    h.future.cancel()
+                    del self._held[job_id]
+                    unstarted.append(h.lease)
         for _ in self._threads:
             self._inbox.put(None)
         self._release(unstarted)
@@ -510,7 +542,11 @@ class Worker:
         self._exchange(claim=False)
         with self._lock:
             leftover = [h.lease for h in self._held.values()]
+            for h in self._held.values():
+                if h.future is not None:
+                    h.future.cancel()
             self._held.clear()
+        self._stop_loop()
         if leftover:
             log.warning(
                 "grace period over: releasing %d running job(s) to run elsewhere", len(leftover)
@@ -542,22 +578,68 @@ class Worker:
             record = self._inbox.get()
             if record is None:
                 return
-            outcome = execute(self.app, record, on_start=lambda r: self._started(r, name))
             with self._lock:
                 h = self._held.get(record.id)
-                abandoned = name in self._abandoned
-                if h is not None and not h.timed_out and not h.lost:
-                    self._acks.append(outcome)
-                elif h is not None and h.lost:
-                    self._held.pop(record.id, None)
-                    log.warning(
-                        "job %s finished (%s) after its lease was lost; nothing recorded",
-                        record.id,
-                        outcome.kind.value,
-                    )
-            self._wake.set()
-            if abandoned:
+                is_async = h is not None and h.is_async
+            if is_async:
+                self._submit_async(record)  # runs on the event loop; this thread moves on
+                continue
+            outcome = execute(self.app, record, on_start=lambda r: self._started(r, name))
+            self._finished(record, outcome)
+            if name in self._abandoned:
                 return  # a replacement thread already took this slot
+
+    def _finished(self, record: JobRecord, outcome: Outcome | None) -> None:
+        """Hand a finished attempt's outcome to the coordinator (None: it was cancelled)."""
+        with self._lock:
+            h = self._held.get(record.id)
+            if h is not None and outcome is not None and not h.timed_out and not h.lost:
+                self._acks.append(outcome)
+            elif h is not None and h.lost:
+                self._held.pop(record.id, None)
+                log.warning(
+                    "job %s ended (%s) after its lease was lost; nothing recorded",
+                    record.id,
+                    outcome.kind.value if outcome else "cancelled",
+                )
+        self._wake.set()
+
+    # -- the event loop for async tasks ------------------------------------------------------
+
+    def _submit_async(self, record: JobRecord) -> None:
+        if self._event_loop is None:
+            self._event_loop = asyncio.new_event_loop()
+            self._async_slots = asyncio.Semaphore(self.config.async_limit)
+            self._loop_thread = threading.Thread(
+                target=self._event_loop.run_forever, name="jobq-asyncio", daemon=True
+            )
+            self._loop_thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._run_async(record), self._event_loop)
+        with self._lock:
+            h = self._held.get(record.id)
+            if h is not None:
+                h.future = future
+
+    async def _run_async(self, record: JobRecord) -> None:
+        assert self._async_slots is not None
+        async with self._async_slots:
+            try:
+                outcome = await execute_async(
+                    self.app, record, on_start=lambda r: self._started(r, "asyncio")
+                )
+            except asyncio.CancelledError:
+                self._finished(record, None)
+                raise
+        self._finished(record, outcome)
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._event_loop, self._loop_thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        if not thread.is_alive():
+            loop.close()
 
     def _started(self, record: JobRecord, thread: str) -> None:
         with self._lock:
