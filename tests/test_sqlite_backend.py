@@ -104,3 +104,33 @@ def test_undecodable_stored_errors_do_not_break_reading(tmp_path: Path) -> None:
     conn.close()
     assert app.get_job(job.id).errors[0].type == "CorruptErrors"
     app.close()
+
+
+def _sqlite_schema(path: Path) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(path)
+    rows = conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY 2"
+    ).fetchall()
+    conn.close()
+    return [(t, n, " ".join((s or "").split())) for t, n, s in rows]
+
+
+def test_fresh_schema_equals_one_migrated_from_every_earlier_version(tmp_path: Path) -> None:
+    from jobq.backends.sqlite_schema import MIGRATIONS
+
+    fresh = tmp_path / "fresh.db"
+    SQLiteBackend(f"sqlite:///{fresh}").close()
+    want = _sqlite_schema(fresh)
+    for start in range(1, SCHEMA_VERSION):
+        old = tmp_path / f"from_{start}.db"
+        conn = sqlite3.connect(old)
+        for number in range(start):
+            for statement in MIGRATIONS[number]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {start}")
+        conn.commit()
+        conn.close()
+        migrated = SQLiteBackend(f"sqlite:///{old}")
+        assert migrated.schema_version() == SCHEMA_VERSION
+        migrated.close()
+        assert _sqlite_schema(old) == want

@@ -3,6 +3,7 @@ deadlines, rows that cannot run, graceful stop. Tests wait on events, never on f
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -562,3 +563,17 @@ def test_limits_are_validated(app: jobq.App) -> None:
         app.worker(max_memory_mb=-5)
     with pytest.raises(jobq.ConfigurationError, match="async_limit"):
         app.worker(async_limit=0)
+
+
+def test_running_worker_is_registered_and_leaves_on_stop(app: jobq.App) -> None:
+    @app.task
+    def noop() -> None: ...
+
+    bg = Background(app, threads=3, queues=["default", "mail"])
+    noop.enqueue().wait(timeout=WAIT)
+    (info,) = app.backend.list_workers()
+    assert info.id == bg.worker.worker_id and info.pid == os.getpid()
+    assert info.queues == ("default", "mail") and info.threads == 3
+    assert info.alive(app.backend.now(), timedelta(seconds=30))
+    bg.stop()
+    assert app.backend.list_workers() == []

@@ -29,7 +29,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from jobq.backends.base import Lease, Outcome, OutcomeKind
+from jobq.backends.base import Lease, Outcome, OutcomeKind, WorkerInfo
 from jobq.clock import utcnow
 from jobq.exceptions import ConfigurationError, JobqError
 from jobq.executor import execute, execute_async, timed_out
@@ -221,12 +221,14 @@ class Worker:
             self._start_thread()
         self.app._workers.add(self)
         unsubscribe = self.backend.subscribe(self.notify)
+        self._register()
         try:
             self._loop()
         finally:
             unsubscribe()
             self.app._workers.discard(self)
             self._shutdown()
+            self._unregister()
         log.info("worker %s stopped: %s", self.worker_id, self.summary)
         return self.summary
 
@@ -353,7 +355,35 @@ class Worker:
             self._inbox.put(r)
         return len(records)
 
+    def _register(self) -> None:
+        """Make this process visible (``jobq status``): who it is, what it serves, alive."""
+        host, pid, _ = self.worker_id.rsplit(":", 2)
+        info = WorkerInfo(
+            id=self.worker_id,
+            host=host,
+            pid=int(pid),
+            queues=self.config.queues,
+            threads=self.config.threads,
+            started_at=utcnow(),
+            heartbeat_at=utcnow(),
+        )
+        try:
+            self.backend.register_worker(info)
+        except JobqError as exc:
+            self._store_failed("registering this worker", exc)
+
+    def _unregister(self) -> None:
+        try:
+            self.backend.unregister_worker(self.worker_id)
+        except JobqError as exc:
+            log.warning("could not unregister worker %s: %s", self.worker_id, exc)
+
     def _heartbeat(self) -> None:
+        try:
+            self.backend.worker_heartbeat(self.worker_id, self.summary.finished)
+        except JobqError as exc:
+            self._store_failed("worker heartbeat", exc)
+            return
         with self._lock:
             leases = [h.lease for h in self._held.values() if not h.lost]
         if not leases:
@@ -426,6 +456,8 @@ class Worker:
                 self.backend.age(every=cfg.aging.every, max_boost=cfg.aging.max_boost)
             if cfg.retention is not None and random.random() < 0.02:
                 self.backend.prune(older_than=cfg.retention, states=TERMINAL_STATES)
+                # workers killed without unregistering stay listed (as not alive) a while
+                self.backend.prune_workers(older_than=max(10 * cfg.lease, timedelta(minutes=10)))
         except JobqError as exc:
             self._store_failed("maintenance", exc)
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from jobq.backends import Backend, JobFilter, Lease, Outcome, OutcomeKind
+from jobq.backends.base import WorkerInfo
 from jobq.exceptions import InvalidTransition, JobNotFound, UniqueConflict
 from jobq.job import AttemptError, JobRecord
 from jobq.states import TERMINAL_STATES, JobState
@@ -512,3 +514,34 @@ def test_two_handles_never_claim_the_same_job(
             break
         seen += [r.id for r in got]
     assert len(seen) == 50 and len(set(seen)) == 50
+
+
+# -- worker registry ---------------------------------------------------------------------------
+
+
+def test_worker_registry(open_store: Callable[[], Backend]) -> None:
+    a, b = open_store(), open_store()
+    now = a.now()
+    info = WorkerInfo("host-1:42:abc", "host-1", 42, ("mail", "default"), 8, now, now)
+    a.register_worker(info)
+    a.register_worker(replace(info, id="host-2:7:def", host="host-2", pid=7))
+    a.worker_heartbeat("host-1:42:abc", jobs_run=17)
+    seen = {w.id: w for w in b.list_workers()}  # visible to other processes
+    assert set(seen) == {"host-1:42:abc", "host-2:7:def"}
+    w = seen["host-1:42:abc"]
+    assert (w.host, w.pid, w.queues, w.threads, w.jobs_run) == (
+        "host-1",
+        42,
+        ("mail", "default"),
+        8,
+        17,
+    )
+    assert w.started_at <= w.heartbeat_at
+    assert w.alive(b.now(), timedelta(seconds=30))
+    assert not w.alive(b.now() + timedelta(minutes=5), timedelta(seconds=30))
+    a.unregister_worker("host-2:7:def")
+    assert [x.id for x in b.list_workers()] == ["host-1:42:abc"]
+    assert a.prune_workers(older_than=timedelta(minutes=1)) == 0
+    assert a.prune_workers(older_than=timedelta(0), now=b.now() + timedelta(seconds=1)) == 1
+    assert b.list_workers() == []
+    a.worker_heartbeat("nobody", jobs_run=1)  # a heartbeat of an unknown worker is harmless

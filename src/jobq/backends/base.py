@@ -97,6 +97,24 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One registered worker process, as ``jobq status`` and the dashboard show it."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    threads: int
+    started_at: datetime
+    heartbeat_at: datetime
+    jobs_run: int = 0
+
+    def alive(self, now: datetime, lease: timedelta) -> bool:
+        """Seen within one lease: a live worker heartbeats every third of it."""
+        return now - self.heartbeat_at <= lease
+
+
+@dataclass(frozen=True, slots=True)
 class JobFilter:
     """Which jobs a listing returns; ``None`` fields do not filter."""
 
@@ -223,6 +241,30 @@ class Backend(Protocol):
 
     def stats(self) -> dict[str, dict[JobState, int]]:
         """Number of jobs per queue and state (states with no jobs are omitted)."""
+        ...
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Record a worker process (its ``started_at``/``heartbeat_at`` are the store's now)."""
+        ...
+
+    def worker_heartbeat(self, worker_id: str, jobs_run: int) -> None:
+        """Refresh a registered worker's ``heartbeat_at`` (store's now) and ``jobs_run``."""
+        ...
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        ...
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers, most recently started first (stale ones included)."""
+        ...
+
+    def prune_workers(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+        """Forget workers not seen for ``older_than`` (killed without unregistering)."""
+        ...
+
+    def now(self) -> datetime:
+        """The store's clock."""
         ...
 
     def try_lead(self) -> bool:

@@ -24,6 +24,7 @@ from jobq.backends.base import (
     NewJob,
     Outcome,
     OutcomeKind,
+    WorkerInfo,
     log_not_recorded,
     not_found,
     not_retryable,
@@ -59,6 +60,7 @@ class MemoryBackend:
         self._unique: dict[str, int] = {}
         self._version = 0
         self._subscribers: list[Callable[[], None]] = []
+        self._workers: dict[str, WorkerInfo] = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -481,6 +483,38 @@ class MemoryBackend:
                 counts = out.setdefault(row.record.queue, {})
                 counts[row.record.state] = counts.get(row.record.state, 0) + 1
         return out
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        now = from_us(now_us())
+        with self._lock:
+            self._workers[info.id] = replace(info, started_at=now, heartbeat_at=now)
+
+    def worker_heartbeat(self, worker_id: str, jobs_run: int) -> None:
+        with self._lock:
+            info = self._workers.get(worker_id)
+            if info is not None:
+                self._workers[worker_id] = replace(
+                    info, heartbeat_at=from_us(now_us()), jobs_run=jobs_run
+                )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return sorted(self._workers.values(), key=lambda w: w.started_at, reverse=True)
+
+    def prune_workers(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+        cutoff = from_us(_now(now)) - older_than
+        with self._lock:
+            stale = [w for w, info in self._workers.items() if info.heartbeat_at < cutoff]
+            for w in stale:
+                del self._workers[w]
+        return len(stale)
+
+    def now(self) -> datetime:
+        return from_us(now_us())
 
     def try_lead(self) -> bool:
         return True

@@ -44,6 +44,7 @@ from jobq.backends.base import (
     Lease,
     NewJob,
     Outcome,
+    WorkerInfo,
     log_not_recorded,
     not_found,
     not_retryable,
@@ -543,6 +544,73 @@ class PostgresBackend:
             cur.execute(self._q("SELECT min(run_at) FROM {t} WHERE state = 'scheduled'"))
             row = cur.fetchone()
         return _utc(row[0]) if row else None
+
+    def _workers_sql(self, template: str) -> sql.Composed:
+        return sql.SQL(template).format(w=sql.Identifier(self.schema, "jobq_workers"))
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._workers_sql(
+                    "INSERT INTO {w} (id, host, pid, queues, threads, started_at, heartbeat_at) "
+                    "VALUES (%s, %s, %s, %s, %s, now(), now()) "
+                    "ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()"
+                ),
+                (info.id, info.host, info.pid, list(info.queues), info.threads),
+            )
+
+    def worker_heartbeat(self, worker_id: str, jobs_run: int) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._workers_sql(
+                    "UPDATE {w} SET heartbeat_at = now(), jobs_run = %s WHERE id = %s"
+                ),
+                (jobs_run, worker_id),
+            )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._tx() as cur:
+            cur.execute(self._workers_sql("DELETE FROM {w} WHERE id = %s"), (worker_id,))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        with self._tx() as cur:
+            cur.execute(
+                self._workers_sql(
+                    "SELECT id, host, pid, queues, threads, started_at, heartbeat_at, jobs_run "
+                    "FROM {w} ORDER BY started_at DESC"
+                )
+            )
+            rows = cur.fetchall()
+        return [
+            WorkerInfo(
+                id=r[0],
+                host=r[1],
+                pid=r[2],
+                queues=tuple(r[3]),
+                threads=r[4],
+                started_at=r[5].astimezone(UTC),
+                heartbeat_at=r[6].astimezone(UTC),
+                jobs_run=r[7],
+            )
+            for r in rows
+        ]
+
+    def prune_workers(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                self._workers_sql(
+                    "DELETE FROM {w} WHERE heartbeat_at < coalesce(%s::timestamptz, now()) - %s"
+                ),
+                (now, older_than),
+            )
+            return max(cur.rowcount, 0)
+
+    def now(self) -> datetime:
+        with self._tx() as cur:
+            cur.execute("SELECT now()")
+            row = cur.fetchone()
+        assert row is not None
+        return row[0].astimezone(UTC)  # type: ignore[no-any-return]
 
     def try_lead(self) -> bool:
         """Whether this process is the maintenance leader, becoming it if no one is.

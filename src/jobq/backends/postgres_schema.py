@@ -73,6 +73,24 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
+MIGRATIONS.append(
+    # 2: the registry of worker processes (who is alive, for `jobq status` and the dashboard).
+    [
+        """
+        CREATE TABLE {s}.jobq_workers (
+            id text PRIMARY KEY,
+            host text NOT NULL,
+            pid integer NOT NULL,
+            queues text[] NOT NULL,
+            threads integer NOT NULL,
+            started_at timestamptz NOT NULL,
+            heartbeat_at timestamptz NOT NULL,
+            jobs_run bigint NOT NULL DEFAULT 0
+        )
+        """,
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -37,6 +37,7 @@ from jobq.backends.base import (
     NewJob,
     Outcome,
     OutcomeKind,
+    WorkerInfo,
     log_not_recorded,
     not_found,
     not_retryable,
@@ -589,6 +590,55 @@ class SQLiteBackend:
         ):
             out.setdefault(queue, {})[JobState(state)] = count
         return out
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        now_ = now_us()
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO jobq_workers (id, host, pid, queues, threads, started_at, "
+                "heartbeat_at, jobs_run) VALUES (?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO "
+                "UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (info.id, info.host, info.pid, json.dumps(info.queues), info.threads, now_, now_),
+            )
+
+    def worker_heartbeat(self, worker_id: str, jobs_run: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "UPDATE jobq_workers SET heartbeat_at = ?, jobs_run = ? WHERE id = ?",
+                (now_us(), jobs_run, worker_id),
+            )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM jobq_workers WHERE id = ?", (worker_id,))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(
+                id=r[0],
+                host=r[1],
+                pid=r[2],
+                queues=tuple(json.loads(r[3])),
+                threads=r[4],
+                started_at=from_us(r[5]),
+                heartbeat_at=from_us(r[6]),
+                jobs_run=r[7],
+            )
+            for r in self._read(
+                "SELECT id, host, pid, queues, threads, started_at, heartbeat_at, jobs_run "
+                "FROM jobq_workers ORDER BY started_at DESC"
+            )
+        ]
+
+    def prune_workers(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+        with self._write() as c:
+            return c.execute(
+                "DELETE FROM jobq_workers WHERE heartbeat_at < ?",
+                (_now(now) - td_us(older_than),),
+            ).rowcount
+
+    def now(self) -> datetime:
+        return from_us(now_us())
 
     def try_lead(self) -> bool:
         return True  # maintenance statements are idempotent under BEGIN IMMEDIATE

@@ -62,4 +62,22 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
+MIGRATIONS.append(
+    # 2: the registry of worker processes (who is alive, for `jobq status` and the dashboard).
+    [
+        """
+        CREATE TABLE jobq_workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            queues TEXT NOT NULL,                    -- JSON list
+            threads INTEGER NOT NULL,
+            started_at INTEGER NOT NULL,
+            heartbeat_at INTEGER NOT NULL,
+            jobs_run INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
