@@ -577,3 +577,26 @@ def test_running_worker_is_registered_and_leaves_on_stop(app: jobq.App) -> None:
     assert info.alive(app.backend.now(), timedelta(seconds=30))
     bg.stop()
     assert app.backend.list_workers() == []
+
+
+def test_autoscaling_adds_threads_for_a_backlog_and_retires_idle_ones(app: jobq.App) -> None:
+    together = threading.Barrier(4, timeout=WAIT)  # passes only with 4 threads at once
+
+    @app.task
+    def needs_four() -> None:
+        together.wait()
+
+    bg = Background(app, threads=4, min_threads=1, scale_down_after=0.2)
+    assert bg.worker.thread_count == 1
+    jobs = needs_four.enqueue_many([()] * 8)
+    for job in jobs:
+        job.wait(timeout=WAIT)
+    wait_for(lambda: bg.worker.thread_count == 1)  # idle threads retire, down to the minimum
+    bg.stop()
+
+
+def test_bad_autoscaling_configuration(app: jobq.App) -> None:
+    with pytest.raises(jobq.ConfigurationError, match="min_threads"):
+        app.worker(threads=4, min_threads=5)
+    with pytest.raises(jobq.ConfigurationError, match="min_threads"):
+        app.worker(threads=4, min_threads=0)

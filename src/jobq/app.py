@@ -293,6 +293,8 @@ class App:
         max_memory_mb: int | None = None,
         stuck_grace: timedelta | float | None = None,
         async_limit: int = 100,
+        min_threads: int | None = None,
+        scale_down_after: timedelta | float = timedelta(seconds=30),
     ) -> Worker:
         """Build a worker for ``queues`` (default: every queue of a registered task)."""
         if queues is None:
@@ -313,6 +315,8 @@ class App:
             max_memory_mb=max_memory_mb,
             stuck_grace=_seconds(stuck_grace, "stuck_grace") if stuck_grace is not None else None,
             async_limit=async_limit,
+            min_threads=min_threads,
+            scale_down_after=_seconds(scale_down_after, "scale_down_after"),
         )
         self.open()
         return Worker(self, config)
@@ -331,6 +335,8 @@ class App:
         max_memory_mb: int | None = None,
         stuck_grace: timedelta | float | None = None,
         async_limit: int = 100,
+        min_threads: int | None = None,
+        scale_down_after: timedelta | float = timedelta(seconds=30),
         handle_signals: bool = True,
     ) -> WorkerSummary:
         """Run a worker in this process until SIGTERM/SIGINT (or, with ``burst``, until the
@@ -351,6 +357,8 @@ class App:
             max_memory_mb=max_memory_mb,
             stuck_grace=stuck_grace,
             async_limit=async_limit,
+            min_threads=min_threads,
+            scale_down_after=scale_down_after,
         )
         if not handle_signals:
             return worker.run()

@@ -73,6 +73,11 @@ class WorkerConfig:
     #: Recycle when a thread abandoned to a timed-out job is still stuck after this long
     #: (only a fresh process gets rid of a thread that will not return). None: never.
     stuck_grace: timedelta | None = None
+    #: Autoscaling: run between ``min_threads`` and ``threads`` executor threads, adding one
+    #: while all are busy and more work is waiting, retiring one after ``scale_down_after``
+    #: idle. None: always ``threads``.
+    min_threads: int | None = None
+    scale_down_after: timedelta = timedelta(seconds=30)
     #: How many ``async def`` jobs run at once on this process's event loop (they take no
     #: thread; sync and async jobs may share a queue).
     async_limit: int = 100
@@ -104,6 +109,15 @@ class WorkerConfig:
         ):
             raise ConfigurationError(
                 f"async_limit must be an int from 1 to 100000, got {self.async_limit!r}"
+            )
+        if self.min_threads is not None and (
+            isinstance(self.min_threads, bool)
+            or not isinstance(self.min_threads, int)
+            or not 1 <= self.min_threads <= self.threads
+        ):
+            raise ConfigurationError(
+                f"min_threads must be an int from 1 to threads ({self.threads}), got "
+                f"{self.min_threads!r}"
             )
         for name in ("max_jobs", "max_memory_mb"):
             value = getattr(self, name)
@@ -184,9 +198,10 @@ class Worker:
         self._down_since: float | None = None
         self._retry_delay = 0.0
         self._retry_at = 0.0
-        self._capacity = config.threads + (
-            config.prefetch if config.prefetch is not None else config.threads
-        )
+        self._prefetch = config.prefetch if config.prefetch is not None else config.threads
+        self._live_threads = 0  # executor threads taking jobs (not the abandoned ones)
+        self._busy_threads = 0
+        self._last_scale_up = 0.0
         # async jobs get slots of their own, only if the app has async tasks at all
         self._async_capacity = (
             config.async_limit if any(t.is_async for t in app._tasks.values()) else 0
@@ -217,7 +232,7 @@ class Worker:
             cfg.threads,
             cfg.lease.total_seconds(),
         )
-        for _ in range(cfg.threads):
+        for _ in range(cfg.min_threads or cfg.threads):
             self._start_thread()
         self.app._workers.add(self)
         unsubscribe = self.backend.subscribe(self.notify)
@@ -263,6 +278,7 @@ class Worker:
                 self._maybe_work = True
                 next_poll = now + cfg.poll_interval.total_seconds()
             claimed = self._exchange(claim=self._maybe_work)
+            self._autoscale(now)
             if claimed:
                 idle_step = 0.001
                 continue
@@ -306,7 +322,9 @@ class Worker:
             acked = {o.lease.job_id for o in acks}
             n_async = sum(1 for i, h in self._held.items() if h.is_async and i not in acked)
             n_sync = len(self._held) - len(acked & self._held.keys()) - n_async
-            free = max(0, self._capacity - n_sync) + max(0, self._async_capacity - n_async)
+            # claimed but not started stays bounded: a prefetch beyond the threads running
+            capacity = self._live_threads + min(self._prefetch, self._live_threads)
+            free = max(0, capacity - n_sync) + max(0, self._async_capacity - n_async)
         if not claim or self._stopping.is_set():
             free = 0
         if not acks and free <= 0:
@@ -525,6 +543,9 @@ class Worker:
             # its slot so the pool keeps its size.
             if h.thread is not None:
                 self._abandoned[h.thread] = time.monotonic()
+                with self._lock:
+                    self._live_threads -= 1
+                    self._busy_threads -= 1
             if len(self._abandoned) <= self.config.threads * 4:
                 self._start_thread()
             else:
@@ -599,16 +620,47 @@ class Worker:
 
     # -- executor threads --------------------------------------------------------------------
 
+    @property
+    def thread_count(self) -> int:
+        """Executor threads taking jobs now (autoscaling moves it)."""
+        return self._live_threads
+
     def _start_thread(self) -> None:
+        with self._lock:
+            self._live_threads += 1
         t = threading.Thread(target=self._run_jobs, name=f"jobq-{len(self._threads)}", daemon=True)
         self._threads.append(t)
         t.start()
 
+    def _autoscale(self, now: float) -> None:
+        """Add a thread while every thread is busy and claims come back full (a backlog)."""
+        cfg = self.config
+        if cfg.min_threads is None or self._stopping.is_set():
+            return
+        with self._lock:
+            saturated = self._busy_threads >= self._live_threads
+            room = self._live_threads < cfg.threads
+        if saturated and room and self._maybe_work and now - self._last_scale_up > 0.05:
+            self._last_scale_up = now
+            self._start_thread()
+            log.debug("scaled up to %d threads", self._live_threads)
+
     def _run_jobs(self) -> None:
         name = threading.current_thread().name
+        idle = self.config.scale_down_after.total_seconds()
         while True:
-            record = self._inbox.get()
+            try:
+                record = self._inbox.get(timeout=idle if self.config.min_threads else None)
+            except queue.Empty:
+                with self._lock:  # idle long enough: retire, down to min_threads
+                    if self._live_threads > (self.config.min_threads or self.config.threads):
+                        self._live_threads -= 1
+                        log.debug("scaled down to %d threads", self._live_threads)
+                        return
+                continue
             if record is None:
+                with self._lock:
+                    self._live_threads -= 1
                 return
             with self._lock:
                 h = self._held.get(record.id)
@@ -616,10 +668,14 @@ class Worker:
             if is_async:
                 self._submit_async(record)  # runs on the event loop; this thread moves on
                 continue
+            with self._lock:
+                self._busy_threads += 1
             outcome = execute(self.app, record, on_start=lambda r: self._started(r, name))
             self._finished(record, outcome)
             if name in self._abandoned:
-                return  # a replacement thread already took this slot
+                return  # its slot was counted out and given to a replacement thread
+            with self._lock:
+                self._busy_threads -= 1
 
     def _finished(self, record: JobRecord, outcome: Outcome | None) -> None:
         """Hand a finished attempt's outcome to the coordinator (None: it was cancelled)."""
