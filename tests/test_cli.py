@@ -156,7 +156,7 @@ def test_status_table(capsys: pytest.CaptureFixture[str], url: str, app: jobq.Ap
     _status_fixture(capsys, url, app)
     code, out, err = run(capsys, "status", "--url", url)
     assert code == 0, err
-    lines = out.splitlines()
+    lines = out.split("\n\n")[0].splitlines()  # the counts table; the workers follow
     header = lines[0].split()
     assert header == ["QUEUE", *(s.value for s in jobq.JobState), "total"]
     rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in lines[1:]}
@@ -174,7 +174,9 @@ def test_status_table(capsys: pytest.CaptureFixture[str], url: str, app: jobq.Ap
 def test_status_empty_store(capsys: pytest.CaptureFixture[str], url: str) -> None:
     code, out, _ = run(capsys, "status", "--url", url)
     assert code == 0
-    assert out.splitlines()[-1].split() == ["total"] + ["0"] * (len(jobq.JobState) + 1)
+    counts, workers = out.split("\n\n")
+    assert counts.splitlines()[-1].split() == ["total"] + ["0"] * (len(jobq.JobState) + 1)
+    assert workers.strip() == "no worker processes registered"
 
 
 def test_status_json(capsys: pytest.CaptureFixture[str], url: str, app: jobq.App) -> None:
@@ -756,10 +758,12 @@ def test_worker_sigterm_grace_releases_unfinished_job(
 
 
 def test_migrate_sqlite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from jobq.backends.sqlite_schema import SCHEMA_VERSION
+
     url = f"sqlite:///{tmp_path}/m.db"
     code, out, err = run(capsys, "migrate", "--url", url)
     assert (code, err) == (0, "")
-    assert "schema version 1, up to date" in out
+    assert f"schema version {SCHEMA_VERSION}, up to date" in out
     code, _, err = run(capsys, "migrate", "--url", url, "--schema", "x")
     assert code == 2
     assert_one_error(err, "--schema applies to PostgreSQL")
@@ -768,6 +772,7 @@ def test_migrate_sqlite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
 def test_migrate_postgres_into_its_own_schema(capsys: pytest.CaptureFixture[str]) -> None:
     import psycopg
 
+    from jobq.backends.postgres_schema import SCHEMA_VERSION as PG_VERSION
     from tests.conftest import postgres_or_skip
 
     base = postgres_or_skip()
@@ -776,17 +781,68 @@ def test_migrate_postgres_into_its_own_schema(capsys: pytest.CaptureFixture[str]
         for _ in range(2):  # idempotent
             code, out, err = run(capsys, "migrate", "--url", base, "--schema", schema)
             assert (code, err) == (0, ""), err
-            assert f"schema={schema}: jobq schema version 1, up to date" in out
+            assert f"schema={schema}: jobq schema version {PG_VERSION}, up to date" in out
         with psycopg.connect(base) as conn:
             tables = conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
                 "ORDER BY 1",
                 (schema,),
             ).fetchall()
-        assert tables == [("jobq_jobs",), ("jobq_meta",)]
+        assert tables == [("jobq_jobs",), ("jobq_meta",), ("jobq_workers",)]
         code, _, err = run(capsys, "migrate", "--url", base, "--schema", "Bad-Name")
         assert code == 2
         assert_one_error(err, "invalid PostgreSQL schema name 'Bad-Name'")
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.mark.parametrize(("text", "want"), [("8", (None, 8)), ("2:16", (2, 16)), ("1:1", (1, 1))])
+def test_threads_argument(text: str, want: tuple[int | None, int]) -> None:
+    from jobq.cli.arguments import threads_arg
+
+    assert threads_arg(text) == want
+
+
+@pytest.mark.parametrize("bad", ["0", "4:2", "0:3", "x", "2:", ":3"])
+def test_bad_threads_argument(capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    code, _, err = run(capsys, "worker", "some.module:app", "--threads", bad)
+    assert code == 2
+    assert_one_error(err, "thread count")
+
+
+def test_status_lists_registered_workers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+
+    url = f"sqlite:///{tmp_path}/w.db"
+    app = jobq.App(url)
+    now = app.backend.now()
+    app.backend.register_worker(
+        jobq.WorkerInfo("web-1:4242:ab12cd", "web-1", 4242, ("mail", "default"), 8, now, now)
+    )
+    app.backend.register_worker(
+        jobq.WorkerInfo("web-2:77:ffeedd", "web-2", 77, ("default",), 2, now, now)
+    )
+    app.backend.worker_heartbeat("web-1:4242:ab12cd", jobs_run=12)
+    app.close()
+    code, out, _ = run(capsys, "status", "--url", url)
+    assert code == 0
+    workers = out.split("\n\n")[1].splitlines()
+    assert workers[0].split() == [
+        "WORKER",
+        "HOST",
+        "PID",
+        "QUEUES",
+        "THREADS",
+        "UP",
+        "SEEN",
+        "JOBS",
+        "ALIVE",
+    ]
+    row = next(line.split() for line in workers if line.startswith("web-1"))
+    assert row[1:5] == ["web-1", "4242", "mail,default", "8"] and row[-2:] == ["12", "yes"]
+    code, out, _ = run(capsys, "status", "--url", url, "--json")
+    doc = json.loads(out)
+    assert {w["id"] for w in doc["workers"]} == {"web-1:4242:ab12cd", "web-2:77:ffeedd"}
+    assert all(w["alive"] for w in doc["workers"])

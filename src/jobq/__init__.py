@@ -14,7 +14,7 @@ Quick start::
 """
 
 from jobq.app import App
-from jobq.backends.base import Backend
+from jobq.backends.base import Backend, WorkerInfo
 from jobq.context import current_job
 from jobq.control import Cancel, Retry, Snooze
 from jobq.exceptions import (
@@ -79,6 +79,7 @@ __all__ = [
     "UnknownTaskError",
     "WaitTimeout",
     "Worker",
+    "WorkerInfo",
     "WorkerSummary",
     "current_job",
 ]

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from jobq.backends import Backend, JobFilter, check_url, open_backend, redact_url
+from jobq.backends.base import WorkerInfo
 from jobq.exceptions import ConfigurationError, JobNotFound
 from jobq.job import Job, JobRecord
 from jobq.options import (
@@ -276,6 +277,11 @@ class App:
     def stats(self) -> dict[str, dict[JobState, int]]:
         """Number of jobs per queue and state."""
         return self.backend.stats()
+
+    def workers(self) -> list[WorkerInfo]:
+        """Registered worker processes, newest first; ``info.alive(now, app.lease)`` tells
+        whether one was seen within a lease."""
+        return self.backend.list_workers()
 
     # -- workers -----------------------------------------------------------------------------
 

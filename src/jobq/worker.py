@@ -754,9 +754,16 @@ def _weighted_order(queues: Sequence[str], weights: Mapping[str, int]) -> list[s
     return order
 
 
+#: The signal a supervisor sends its worker processes to stop them gracefully. Unlike
+#: SIGTERM it never counts as the second, exit-at-once signal, so a worker that also gets a
+#: SIGTERM of its own (systemd's default KillMode signals every process) still drains.
+GRACEFUL_STOP_SIGNAL = signal.SIGUSR2
+
+
 @contextlib.contextmanager
 def signal_handlers(worker: Worker) -> Iterator[None]:
-    """First SIGTERM/SIGINT: graceful stop. Second: exit at once (leases recover the jobs)."""
+    """First SIGTERM/SIGINT: graceful stop. Second: exit at once (leases recover the jobs).
+    :data:`GRACEFUL_STOP_SIGNAL`: graceful stop, however often it comes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -764,6 +771,10 @@ def signal_handlers(worker: Worker) -> Iterator[None]:
 
     def handle(signum: int, frame: FrameType | None) -> None:
         nonlocal count
+        if signum == GRACEFUL_STOP_SIGNAL:
+            log.warning("asked by the supervisor to stop: finishing running jobs")
+            worker.stop()
+            return
         count += 1
         if count == 1:
             log.warning(
@@ -776,7 +787,8 @@ def signal_handlers(worker: Worker) -> Iterator[None]:
             log.warning("received %s again: exiting now", signal.Signals(signum).name)
             os._exit(128 + signum)
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handled = (signal.SIGTERM, signal.SIGINT, GRACEFUL_STOP_SIGNAL)
+    previous = {sig: signal.signal(sig, handle) for sig in handled}
     try:
         yield
     finally:

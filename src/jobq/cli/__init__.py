@@ -2,7 +2,7 @@
 
 Commands::
 
-    jobq worker MODULE:APP [--queues a,b:3] [--threads N] [--lease S] [--burst] [--grace S]
+    jobq worker MODULE:APP [--queues a,b:3] [--processes P] [--threads N|MIN:MAX] [--burst] ...
     jobq enqueue TASK [--args JSON] [--kwargs JSON] [--priority N] [--delay S] [--queue Q] [--json]
     jobq status [--watch] [--interval S] [--json]
     jobq jobs list [--state S] [--queue Q] [--task T] [--limit N] [--before ID] [--json]

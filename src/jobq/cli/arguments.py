@@ -117,3 +117,19 @@ def _refuse_constant(name: str) -> Any:
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def threads_arg(text: str) -> tuple[int | None, int]:
+    """``N`` (a fixed pool) or ``MIN:MAX`` (autoscaling): returns (min or None, max)."""
+    low, sep, high = text.partition(":")
+    try:
+        lo, hi = (int(low), int(high)) if sep else (None, int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid thread count {text!r}: give N, or MIN:MAX to autoscale (e.g. 2:16)"
+        ) from None
+    if hi < 1 or (lo is not None and not 1 <= lo <= hi):
+        raise argparse.ArgumentTypeError(
+            f"invalid thread count {text!r}: need 1 <= MIN <= MAX (e.g. 2:16)"
+        )
+    return lo, hi

@@ -19,14 +19,35 @@ from jobq.backends import redact_url
 from jobq.cli.apps import app_for, load_app
 from jobq.cli.arguments import json_arg, parse_queues
 from jobq.cli.errors import EXIT_OK, EXIT_RUNTIME, CliError, UsageError, describe, print_error
-from jobq.cli.render import dumps, format_table, job_to_dict, out, stats_json, stats_rows, when
+from jobq.cli.render import (
+    dumps,
+    format_table,
+    job_to_dict,
+    out,
+    stats_json,
+    stats_rows,
+    when,
+    workers_json,
+    workers_rows,
+)
 from jobq.exceptions import JobqError
 from jobq.states import TERMINAL_STATES, JobState
+from jobq.supervisor import EXIT_RECYCLE, Supervisor, watch_supervisor, worker_command
+from jobq.worker import Worker, resident_mb, signal_handlers
 
 _CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """``jobq worker``: run a :class:`~jobq.supervisor.Supervisor` of ``--processes`` worker
+    processes until SIGTERM/SIGINT (or, with ``--burst``, until they have emptied the queues).
+
+    With the hidden ``--child`` flag (how the supervisor starts each child), run one worker in
+    this process instead, and exit 0 when it stopped on a signal or, with ``--burst``, found the
+    queues empty, or :data:`~jobq.supervisor.EXIT_RECYCLE` when it recycled itself (it reached
+    ``--max-jobs-per-process`` or ``--max-memory-per-process``, or a thread stayed stuck in a
+    timed-out job for longer than ``--grace``).
+    """
     queues: list[str] | None = None
     weights: dict[str, int] | None = None
     if args.queues is not None:
@@ -44,17 +65,91 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.log_level != "DEBUG" and pool_log.level == logging.NOTSET:
         pool_log.setLevel(logging.ERROR)
     try:
-        kwargs: dict[str, Any] = {"threads": args.threads, "burst": args.burst, "weights": weights}
+        kwargs: dict[str, Any] = {
+            "threads": args.threads[1],
+            "min_threads": args.threads[0],
+            "async_limit": args.async_limit,
+            "burst": args.burst,
+            "weights": weights,
+            "max_jobs": args.max_jobs_per_process,
+            "max_memory_mb": args.max_memory_per_process,
+            # a thread stuck in a timed-out job costs its process a recycle after the grace
+            "stuck_grace": args.grace if args.grace is not None else _DEFAULT_GRACE,
+        }
         if args.lease is not None:
             kwargs["lease"] = args.lease
         if args.grace is not None:
             kwargs["grace"] = args.grace
-        app.run_worker(queues, **kwargs)
+        # Building the worker checks every value and opens (and migrates) the store, so that a
+        # mistake is one error line here, not children failing over and over.
+        worker = app.worker(queues, **kwargs)
+        _check_memory_limit(args.max_memory_per_process)
+        if args.child:
+            watch_supervisor(lambda: _supervisor_lost(worker))
+            with signal_handlers(worker):
+                summary = worker.run()
+            return EXIT_RECYCLE if summary.exit_reason == "recycle" else EXIT_OK
+        app.close()  # the supervisor itself runs no jobs
+        supervisor = Supervisor(
+            worker_command(args.app_spec, _child_args(args)),
+            args.processes,
+            burst=args.burst,
+        )
+        return supervisor.run()
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
         app.close()
-    return EXIT_OK
+
+
+#: ``--grace`` when not given (the worker's default grace period).
+_DEFAULT_GRACE = 30.0
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The worker flags a child gets, from the supervisor's parsed arguments."""
+    low, high = args.threads
+    threads = f"{low}:{high}" if low is not None else str(high)
+    argv = [
+        f"--threads={threads}",
+        f"--async-limit={args.async_limit}",
+        f"--log-level={args.log_level}",
+    ]
+    if args.queues is not None:
+        argv.append(f"--queues={args.queues}")
+    if args.lease is not None:
+        argv.append(f"--lease={args.lease!r}")
+    if args.grace is not None:
+        argv.append(f"--grace={args.grace!r}")
+    if args.max_jobs_per_process is not None:
+        argv.append(f"--max-jobs-per-process={args.max_jobs_per_process}")
+    if args.max_memory_per_process is not None:
+        argv.append(f"--max-memory-per-process={args.max_memory_per_process}")
+    if args.burst:
+        argv.append("--burst")
+    if args.traceback:
+        argv.append("--traceback")
+    return argv
+
+
+def _check_memory_limit(limit_mb: int | None) -> None:
+    """Refuse a memory limit that a worker process is over before running any job: it would
+    recycle as fast as it starts."""
+    if limit_mb is None:
+        return
+    rss = resident_mb()
+    if rss >= limit_mb:
+        raise UsageError(
+            f"--max-memory-per-process {limit_mb} is below what a worker process uses before "
+            f"running any job ({rss:.0f} MiB); give it more"
+        )
+
+
+def _supervisor_lost(worker: Worker) -> None:
+    logging.getLogger("jobq.worker").warning(
+        "the supervisor that started this process is gone: finishing running jobs, then exiting"
+    )
+    worker.stop()
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -82,12 +177,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             while True:
                 if args.json:
-                    out(dumps(stats_json(app.stats()), indent=None))
+                    out(dumps(_status_doc(app), indent=None))
                 else:
-                    now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+                    clock = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
                     sys.stdout.write(_CLEAR_SCREEN)
                     out(
-                        f"jobq status  {redact_url(app.url)}  {now}  "
+                        f"jobq status  {redact_url(app.url)}  {clock}  "
                         f"(every {args.interval:g}s, Ctrl-C to stop)\n"
                     )
                     _print_status(app, False)
@@ -101,13 +196,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _status_doc(app: App) -> dict[str, Any]:
+    """The ``status --json`` document: job counts, and the registered workers."""
+    workers = workers_json(app.workers(), app.backend.now(), app.lease)
+    return {**stats_json(app.stats()), "workers": workers}
+
+
 def _print_status(app: App, as_json: bool) -> None:
-    stats = app.stats()
     if as_json:
-        out(dumps(stats_json(stats)))
-    else:
-        header, rows = stats_rows(stats)
-        out(format_table(header, rows, right=range(1, len(header))))
+        out(dumps(_status_doc(app)))
+        return
+    stats = app.stats()
+    workers = app.workers()
+    now = app.backend.now()
+    header, rows = stats_rows(stats)
+    out(format_table(header, rows, right=range(1, len(header))))
+    out()
+    if not workers:
+        out("no worker processes registered")
+        return
+    header, rows = workers_rows(workers, now, app.lease)
+    out(format_table(header, rows, right={2, 4, 5, 6, 7}))
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:

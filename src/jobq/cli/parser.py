@@ -12,6 +12,7 @@ from jobq.cli.arguments import (
     log_level_arg,
     positive_int_arg,
     seconds_arg,
+    threads_arg,
 )
 from jobq.cli.commands import (
     cmd_enqueue,
@@ -85,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         parents=[common],
         help="run a worker",
-        description="Run a worker for an app until SIGTERM/SIGINT (or, with "
-        "--burst, until the queues are empty).",
+        description="Run worker processes for an app until SIGTERM/SIGINT (or, with "
+        "--burst, until the queues are empty). A supervisor starts --processes worker "
+        "processes, each running --threads jobs at once, and replaces any that dies or "
+        "recycles itself.",
     )
     w.add_argument(
         "app_spec", metavar="MODULE:APP", help="the jobq.App to run, e.g. myproject.tasks:app"
@@ -99,10 +102,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--threads",
+        type=threads_arg,
+        default=(None, 8),
+        metavar="N|MIN:MAX",
+        help="threads per worker process (default: 8); MIN:MAX autoscales between the two by "
+        "backlog and idle time",
+    )
+    w.add_argument(
+        "--async-limit",
         type=positive_int_arg,
-        default=8,
+        default=100,
         metavar="N",
-        help="jobs run at once (default: 8)",
+        help="async def jobs each worker process runs at once on its event loop (default: 100)",
+    )
+    w.add_argument(
+        "--processes",
+        type=positive_int_arg,
+        default=1,
+        metavar="P",
+        help="worker processes (default: 1)",
+    )
+    w.add_argument(
+        "--max-jobs-per-process",
+        type=positive_int_arg,
+        metavar="N",
+        help="replace a worker process after it has run N jobs (default: never)",
+    )
+    w.add_argument(
+        "--max-memory-per-process",
+        type=positive_int_arg,
+        metavar="MB",
+        help="replace a worker process once it uses more than MB MiB of memory (default: never)",
     )
     w.add_argument(
         "--lease",
@@ -115,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace",
         type=seconds_arg,
         metavar="SECONDS",
-        help="on SIGTERM, how long running jobs may finish (default: 30)",
+        help="on SIGTERM, how long running jobs may finish; also how long a thread may stay "
+        "stuck in a timed-out job before its process is replaced (default: 30)",
     )
     w.add_argument(
         "--log-level",
@@ -124,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="debug, info, warning or error (default: info)",
     )
+    # how the supervisor starts each worker process: run one worker here, no supervisor
+    w.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     w.set_defaults(handler=cmd_worker)
 
     e = sub.add_parser(

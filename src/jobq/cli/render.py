@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobq.backends.base import WorkerInfo
 from jobq.exceptions import JobqError
 from jobq.job import Job, JobRecord
 from jobq.states import JobState
@@ -129,3 +130,51 @@ def stats_json(stats: dict[str, dict[JobState, int]]) -> dict[str, Any]:
 def out(text: str = "") -> None:
     """Write a line to stdout."""
     sys.stdout.write(text + "\n")
+
+
+def workers_rows(
+    workers: Sequence[WorkerInfo], now: datetime, lease: timedelta
+) -> tuple[list[str], list[list[object]]]:
+    """The header and rows of the ``status`` workers table."""
+    header = ["WORKER", "HOST", "PID", "QUEUES", "THREADS", "UP", "SEEN", "JOBS", "ALIVE"]
+    rows: list[list[object]] = [
+        [
+            w.id,
+            w.host,
+            w.pid,
+            ",".join(w.queues),
+            w.threads,
+            _ago(now - w.started_at),
+            _ago(now - w.heartbeat_at) + " ago",
+            w.jobs_run,
+            "yes" if w.alive(now, lease) else "NO",
+        ]
+        for w in workers
+    ]
+    return header, rows
+
+
+def workers_json(workers: Sequence[WorkerInfo], now: datetime, lease: timedelta) -> list[Any]:
+    return [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "queues": list(w.queues),
+            "threads": w.threads,
+            "started_at": w.started_at.isoformat(),
+            "heartbeat_at": w.heartbeat_at.isoformat(),
+            "jobs_run": w.jobs_run,
+            "alive": w.alive(now, lease),
+        }
+        for w in workers
+    ]
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
