@@ -352,7 +352,8 @@ def test_async_limit_bounds_concurrency(app: jobq.App) -> None:
         running[0] -= 1
 
     tick.enqueue_many([()] * 30)
-    assert burst(app, threads=2, async_limit=3).completed == 30
+    # several threads meet the first async jobs together: still one loop, one limit
+    assert burst(app, threads=4, async_limit=3).completed == 30
     assert 1 <= peak[0] <= 3
 
 

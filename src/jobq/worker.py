@@ -277,8 +277,10 @@ class Worker:
             if now >= next_poll:
                 self._maybe_work = True
                 next_poll = now + cfg.poll_interval.total_seconds()
-            claimed = self._exchange(claim=self._maybe_work)
+            # scale first, so that this very claim fetches work for a new thread (one that found
+            # nothing to do would soon retire again)
             self._autoscale(now)
+            claimed = self._exchange(claim=self._maybe_work)
             if claimed:
                 idle_step = 0.001
                 continue
@@ -695,14 +697,16 @@ class Worker:
     # -- the event loop for async tasks ------------------------------------------------------
 
     def _submit_async(self, record: JobRecord) -> None:
-        if self._event_loop is None:
-            self._event_loop = asyncio.new_event_loop()
-            self._async_slots = asyncio.Semaphore(self.config.async_limit)
-            self._loop_thread = threading.Thread(
-                target=self._event_loop.run_forever, name="jobq-asyncio", daemon=True
-            )
-            self._loop_thread.start()
-        future = asyncio.run_coroutine_threadsafe(self._run_async(record), self._event_loop)
+        with self._lock:  # executor threads may meet their first async job at the same time
+            if self._event_loop is None:
+                self._event_loop = asyncio.new_event_loop()
+                self._async_slots = asyncio.Semaphore(self.config.async_limit)
+                self._loop_thread = threading.Thread(
+                    target=self._event_loop.run_forever, name="jobq-asyncio", daemon=True
+                )
+                self._loop_thread.start()
+            loop = self._event_loop
+        future = asyncio.run_coroutine_threadsafe(self._run_async(record), loop)
         with self._lock:
             h = self._held.get(record.id)
             if h is not None:
