@@ -333,6 +333,7 @@ def test_a_poison_job_ends_dead_and_the_other_jobs_complete(sqlite: Harness) -> 
     wait_for(lambda: h.counts()[jobq.JobState.COMPLETED] == 1000, "the other jobs to complete")
     assert poison.attempt == 3
     assert [e.type for e in poison.errors] == ["WorkerLost"] * 3
+    assert poison.errors[-1].message.startswith("worker lost 3 times")
     assert len(h.pids_of(poison.id)) == 3  # each attempt took a process down
     assert s.count("exited with code 1 after") == 3
     assert h.counts() == Counter({jobq.JobState.COMPLETED: 1000, jobq.JobState.DEAD: 1})
