@@ -16,15 +16,18 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 #: Root of the repository: the directory that holds the ``benchmarks`` package.
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_THREADS = 8
+#: Workload 4 inserts its backlog in calls of at most this many jobs.
+BACKLOG_CHUNK = 100_000
 _POLL_SECONDS = 0.002
 _STOP_TIMEOUT_SECONDS = 30.0
 _TROUBLE = re.compile(r"error|exception|traceback|warning|locked|busy", re.IGNORECASE)
@@ -59,13 +62,20 @@ def append_latency(path: str, enqueued_at: float) -> None:
 
 
 class Client(Protocol):
-    """The producer side of one system, bound to one database file."""
+    """The producer side of one system, bound to one store (a database file or database)."""
 
     def enqueue_noop(self, out: str) -> None:
         """Enqueue one ``append_byte(out)`` job; committed on return."""
 
     def enqueue_noop_many(self, out: str, n: int) -> None:
         """Enqueue ``n`` ``append_byte(out)`` jobs in one call (only if the system has one)."""
+
+    def enqueue_backlog(self, out: str, n: int) -> None:
+        """Queue ``n`` ``append_byte(out)`` jobs the fastest way the system allows.
+
+        The rows must be exactly what the system's own enqueue would write; how it is done is
+        :attr:`System.backlog_api`.
+        """
 
     def enqueue_latency(self, out: str, enqueued_at: float) -> None:
         """Enqueue one ``append_latency(out, enqueued_at)`` job; committed on return."""
@@ -79,13 +89,18 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 
+Suite = Literal["sqlite", "postgres"]
+
+
 @dataclass(frozen=True)
 class System:
     """One system under test, as the runner sees it."""
 
     name: str
     version: str
-    #: Module run as ``python -m <module> worker --db PATH`` to start one worker process.
+    #: Which store it runs on: a SQLite file, or a PostgreSQL database.
+    suite: Suite
+    #: Module run as ``python -m <module> worker --db STORE`` to start one worker process.
     module: str
     #: What durability the run uses, in a few words (shown in the table).
     durability: str
@@ -93,8 +108,51 @@ class System:
     durability_note: str
     #: How bulk enqueue is done, or None when the system has no bulk API.
     bulk_api: str | None
-    connect: Callable[[Path], Client]
+    #: How workload 4 puts its backlog in (see :meth:`Client.enqueue_backlog`).
+    backlog_api: str
+    #: Opens a producer on a store (:attr:`Store.locator`).
+    connect: Callable[[str], Client]
     notes: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Stores
+
+
+@dataclass(frozen=True)
+class Store:
+    """One fresh store for one workload of one system."""
+
+    #: What the system is given: a file path (SQLite) or a connection URL (PostgreSQL).
+    locator: str
+    #: Brings the store to a steady state after a large insert (workload 4), before timing.
+    settle: Callable[[], None]
+    #: Brings planner statistics up to date after the enqueues of workload 1, before timing.
+    analyze: Callable[[], None]
+
+
+#: Opens a fresh store: ``(system, label, workdir)``; removed on leaving the block.
+StoreFactory = Callable[[System, str, Path], AbstractContextManager[Store]]
+
+
+@contextmanager
+def sqlite_store(label: str, workdir: Path) -> Iterator[Store]:
+    """A database file in ``workdir`` (a fresh temporary directory, removed by the runner)."""
+    db = workdir / f"{label}.db"
+    yield Store(locator=str(db), settle=lambda: sqlite_checkpoint(db), analyze=_nothing)
+
+
+def _nothing() -> None:
+    """SQLite's workload 1 runs as it always has: no ``ANALYZE`` between enqueue and drain."""
+
+
+def sqlite_checkpoint(db: Path) -> None:
+    """Move the WAL into the database file and truncate it (``wal_checkpoint(TRUNCATE)``)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
 
 
 def sqlite_journal_mode(db: Path) -> str:
@@ -116,20 +174,20 @@ class WorkerDied(RuntimeError):
 
 
 class WorkerProcess:
-    """``python -m <module> worker --db PATH`` in its own process, stopped with SIGTERM."""
+    """``python -m <module> worker --db STORE`` in its own process, stopped with SIGTERM."""
 
-    def __init__(self, system: System, db: Path, workdir: Path) -> None:
+    def __init__(self, system: System, store: Store, workdir: Path, label: str) -> None:
         self.argv = [
             sys.executable,
             "-m",
             system.module,
             "worker",
             "--db",
-            str(db),
+            store.locator,
             "--threads",
             str(WORKER_THREADS),
         ]
-        self.log_path = workdir / f"worker-{db.stem}.log"
+        self.log_path = workdir / f"worker-{system.name}-{label}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped_cleanly: bool | None = None
 
@@ -269,15 +327,39 @@ class Metric:
     fmt: str
 
 
-METRICS: tuple[Metric, ...] = (
-    Metric("1 drain: enqueue/s (1 job per call)", "drain", "enqueue_per_s", True, "{:,.0f}"),
-    Metric("1 drain: drain/s (1 proc x 8 threads)", "drain", "drain_per_s", True, "{:,.0f}"),
-    Metric("2 bulk: jobs/s (1 call)", "bulk", "jobs_per_s", True, "{:,.0f}"),
-    Metric("3 latency: p50 ms", "latency", "p50_ms", False, "{:,.1f}"),
-    Metric("3 latency: p90 ms", "latency", "p90_ms", False, "{:,.1f}"),
-    Metric("3 latency: p99 ms", "latency", "p99_ms", False, "{:,.1f}"),
-    Metric("3 latency: max ms", "latency", "max_ms", False, "{:,.1f}"),
-)
+def _count(n: int) -> str:
+    """10000 -> ``10k``, 1000000 -> ``1M``: short enough for a row label."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size and n % size == 0:
+            return f"{n // size}{suffix}"
+    return f"{n:,}"
+
+
+def metrics(backlog_small: int, backlog_big: int) -> tuple[Metric, ...]:
+    """The rows of the table, in order."""
+    small, big = _count(backlog_small), _count(backlog_big)
+    return (
+        Metric("1 drain: enqueue/s (1 job per call)", "drain", "enqueue_per_s", True, "{:,.0f}"),
+        Metric(
+            f"1 drain: drain/s (1 proc x {WORKER_THREADS} threads/slots)",
+            "drain",
+            "drain_per_s",
+            True,
+            "{:,.0f}",
+        ),
+        Metric("2 bulk: jobs/s (1 call)", "bulk", "jobs_per_s", True, "{:,.0f}"),
+        Metric("3 latency: p50 ms", "latency", "p50_ms", False, "{:,.1f}"),
+        Metric("3 latency: p90 ms", "latency", "p90_ms", False, "{:,.1f}"),
+        Metric("3 latency: p99 ms", "latency", "p99_ms", False, "{:,.1f}"),
+        Metric("3 latency: max ms", "latency", "max_ms", False, "{:,.1f}"),
+        Metric(
+            f"4 backlog: drain/s, {small} queued", "backlog", "small_drain_per_s", True, "{:,.0f}"
+        ),
+        Metric(f"4 backlog: drain/s, {big} queued", "backlog", "big_drain_per_s", True, "{:,.0f}"),
+        Metric(
+            f"4 backlog: {big}/{small} drain ratio", "backlog", "big_over_small", True, "{:.2f}"
+        ),
+    )
 
 
 def metric_value(results: dict[str, Any], metric: Metric) -> float | None:
@@ -303,32 +385,38 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def format_table(systems: Sequence[str], results: dict[str, dict[str, Any]], title: str) -> str:
-    """The result table; with two systems, a ``first/second`` ratio column."""
-    header = ["metric", *systems]
-    pair = len(systems) == 2
-    if pair:
-        header += [f"{systems[0]}/{systems[1]}", "better"]
-    rows: list[list[str]] = [["durability", *(results[s].get("durability", "-") for s in systems)]]
-    if pair:
-        rows[0] += ["", ""]
-    for metric in METRICS:
+def format_table(
+    systems: Sequence[str],
+    results: dict[str, dict[str, Any]],
+    title: str,
+    rows_of: Sequence[Metric],
+) -> str:
+    """The result table; with two or more systems, a ``first/other`` ratio column per peer."""
+    first, peers = systems[0], list(systems[1:])
+    header = ["metric", *systems, *(f"{first}/{peer}" for peer in peers)]
+    if peers:
+        header.append("better")
+    rows: list[list[str]] = [
+        [
+            "durability",
+            *(results[s].get("durability", "-") for s in systems),
+            *([""] * (len(peers) + bool(peers))),
+        ]
+    ]
+    for metric in rows_of:
         row = [metric.label, *(_cell(results[s], metric) for s in systems)]
-        if pair:
-            r = ratio(
-                metric_value(results[systems[0]], metric), metric_value(results[systems[1]], metric)
-            )
-            row += [
-                "-" if r is None else f"{r:.2f}x",
-                "higher" if metric.higher_is_better else "lower",
-            ]
+        for peer in peers:
+            r = ratio(metric_value(results[first], metric), metric_value(results[peer], metric))
+            row.append("-" if r is None else f"{r:.2f}x")
+        if peers:
+            row.append("higher" if metric.higher_is_better else "lower")
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
+        label = cells[0].ljust(widths[0])
         rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
+        return "  ".join([label, *rest]).rstrip()
 
     rule = "-" * len(line(header))
     return "\n".join([title, rule, line(header), rule, *(line(r) for r in rows), rule])

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import huey
 from huey import SqliteHuey
 from huey.consumer import Consumer
 
-from benchmarks.common import WORKER_THREADS, System, append_byte, append_latency
+from benchmarks.common import BACKLOG_CHUNK, WORKER_THREADS, System, append_byte, append_latency
 
 FSYNC = True  # synchronous=FULL, matching jobq's default
 
@@ -42,14 +42,14 @@ class HueyApp:
     ``benchmarks.huey_sqlite.noop`` / ``.latency`` in the producer and in the worker alike.
     """
 
-    def __init__(self, db: Path) -> None:
-        self.huey = SqliteHuey(name="bench", filename=str(db), fsync=FSYNC, journal_mode="wal")
+    def __init__(self, db: str) -> None:
+        self.huey = SqliteHuey(name="bench", filename=db, fsync=FSYNC, journal_mode="wal")
         self.noop = self.huey.task()(noop)
         self.latency = self.huey.task()(latency)
 
 
 class HueyClient:
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: str) -> None:
         self.bench = HueyApp(db)
         conn = self.bench.huey.storage.conn
         journal = conn.execute("pragma journal_mode").fetchone()[0]
@@ -62,6 +62,28 @@ class HueyClient:
 
     def enqueue_noop_many(self, out: str, n: int) -> None:
         raise NotImplementedError("huey has no bulk enqueue API")
+
+    def enqueue_backlog(self, out: str, n: int) -> None:
+        """The rows ``Huey.enqueue`` writes, inserted ``BACKLOG_CHUNK`` per transaction.
+
+        ``Huey.enqueue(task)`` is ``storage.enqueue(huey.serialize_task(task), task.priority)``,
+        one committed insert of ``(queue, data, priority or 0)``; this builds the same row for
+        every task (each has its own id) and inserts them with ``executemany``.
+        """
+        app, storage = self.bench.huey, self.bench.huey.storage
+        sql = "insert into task (queue, data, priority) values (?, ?, ?)"
+        done = 0
+        while done < n:
+            count = min(BACKLOG_CHUNK, n - done)
+            rows = []
+            for _ in range(count):
+                task = self.bench.noop.s(out)
+                rows.append(
+                    (storage.name, sqlite3.Binary(app.serialize_task(task)), task.priority or 0)
+                )
+            with storage.db(commit=True) as cursor:
+                cursor.executemany(sql, rows)
+            done += count
 
     def enqueue_latency(self, out: str, enqueued_at: float) -> None:
         self.bench.latency(out, enqueued_at)
@@ -81,6 +103,7 @@ class HueyClient:
 SYSTEM = System(
     name="huey",
     version=huey.__version__,
+    suite="sqlite",
     module="benchmarks.huey_sqlite",
     durability="WAL, sync=FULL",
     durability_note=(
@@ -88,6 +111,9 @@ SYSTEM = System(
         "huey's default fsync=False means synchronous=OFF"
     ),
     bulk_api=None,
+    backlog_api=(
+        f"direct SQL: the rows Huey.enqueue writes, executemany, {BACKLOG_CHUNK:,} per transaction"
+    ),
     connect=HueyClient,
     notes=(
         "no bulk enqueue: Huey.enqueue() commits each task in its own 'begin exclusive' "
@@ -98,7 +124,7 @@ SYSTEM = System(
 )
 
 
-def run_worker(db: Path, threads: int) -> None:
+def run_worker(db: str, threads: int) -> None:
     app = HueyApp(db)
     consumer = Consumer(app.huey, workers=threads, worker_type="thread")
     consumer.run()  # SIGTERM: stop, then return
@@ -108,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.huey_sqlite")
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run one huey consumer on --db")
-    worker.add_argument("--db", type=Path, required=True)
+    worker.add_argument("--db", required=True)
     worker.add_argument("--threads", type=int, default=WORKER_THREADS)
     args: Any = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")

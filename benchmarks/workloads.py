@@ -1,6 +1,7 @@
-"""BENCHMARK.md workloads 1-3, written once against :class:`benchmarks.common.System`.
+"""BENCHMARK.md workloads 1-4, written once against :class:`benchmarks.common.System`.
 
-Each workload gets a fresh database file in ``workdir`` (a fresh temporary directory).
+Each workload gets a fresh store from ``stores`` (a database file in ``workdir``, a fresh
+temporary directory, or a fresh PostgreSQL database), removed when the workload ends.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    Store,
+    StoreFactory,
     System,
     WorkerProcess,
     latency_summary,
+    ratio,
     wait_for_bytes,
     wait_for_lines,
 )
@@ -31,30 +35,38 @@ def _worker_report(worker: WorkerProcess) -> dict[str, Any]:
     return report
 
 
-def drain(system: System, n: int, workdir: Path, timeout: float) -> dict[str, Any]:
-    """Workload 1: enqueue ``n`` jobs one call at a time, then drain them with one worker."""
-    db = workdir / "drain.db"
-    out = workdir / "drain.out"
-    out.touch()
-    client = system.connect(db)
+def _counts(system: System, store: Store) -> tuple[int, int | None]:
+    """``(pending, completed)`` as the system itself reports them."""
+    client = system.connect(store.locator)
     try:
-        start = time.perf_counter()
-        for _ in range(n):
-            client.enqueue_noop(str(out))
-        enqueue_s = time.perf_counter() - start
-        queued = client.pending()
+        return client.pending(), client.completed()
     finally:
         client.close()
 
-    with WorkerProcess(system, db, workdir) as worker:
-        first, last = wait_for_bytes(out, n, worker, timeout)
-    # Stopped (SIGTERM) on leaving the block.  Now check that every job ran exactly once.
-    ran = out.stat().st_size
-    client = system.connect(db)
-    try:
-        pending_after, completed_after = client.pending(), client.completed()
-    finally:
-        client.close()
+
+def drain(
+    system: System, stores: StoreFactory, n: int, workdir: Path, timeout: float
+) -> dict[str, Any]:
+    """Workload 1: enqueue ``n`` jobs one call at a time, then drain them with one worker."""
+    out = workdir / "drain.out"
+    out.touch()
+    with stores(system, "drain", workdir) as store:
+        client = system.connect(store.locator)
+        try:
+            start = time.perf_counter()
+            for _ in range(n):
+                client.enqueue_noop(str(out))
+            enqueue_s = time.perf_counter() - start
+            queued = client.pending()
+        finally:
+            client.close()
+        store.analyze()  # PostgreSQL: statistics for the table just filled; SQLite: nothing
+
+        with WorkerProcess(system, store, workdir, "drain") as worker:
+            first, last = wait_for_bytes(out, n, worker, timeout)
+        # Stopped (SIGTERM) on leaving the block.  Now check that every job ran exactly once.
+        ran = out.stat().st_size
+        pending_after, completed_after = _counts(system, store)
     return {
         "n": n,
         "enqueue_s": enqueue_s,
@@ -71,20 +83,20 @@ def drain(system: System, n: int, workdir: Path, timeout: float) -> dict[str, An
     }
 
 
-def bulk(system: System, n: int, workdir: Path) -> dict[str, Any]:
+def bulk(system: System, stores: StoreFactory, n: int, workdir: Path) -> dict[str, Any]:
     """Workload 2: one call that enqueues ``n`` jobs."""
     if system.bulk_api is None:
         return {"n": n, "supported": False}
-    db = workdir / "bulk.db"
     out = workdir / "bulk.out"
-    client = system.connect(db)
-    try:
-        start = time.perf_counter()
-        client.enqueue_noop_many(str(out), n)
-        elapsed = time.perf_counter() - start
-        queued = client.pending()
-    finally:
-        client.close()
+    with stores(system, "bulk", workdir) as store:
+        client = system.connect(store.locator)
+        try:
+            start = time.perf_counter()
+            client.enqueue_noop_many(str(out), n)
+            elapsed = time.perf_counter() - start
+            queued = client.pending()
+        finally:
+            client.close()
     return {
         "n": n,
         "supported": True,
@@ -97,37 +109,43 @@ def bulk(system: System, n: int, workdir: Path) -> dict[str, Any]:
 
 
 def latency(
-    system: System, jobs: int, rate: float, idle: float, workdir: Path, timeout: float
+    system: System,
+    stores: StoreFactory,
+    jobs: int,
+    rate: float,
+    idle: float,
+    workdir: Path,
+    timeout: float,
 ) -> dict[str, Any]:
     """Workload 3: an idle worker; ``jobs`` jobs enqueued at ``rate``/s, each timing its start.
 
     One warm-up job first proves the worker is up (process start-up is not latency); then the
     worker is left idle for ``idle`` seconds before the paced enqueues begin.
     """
-    db = workdir / "latency.db"
     warmup = workdir / "latency-warmup.out"
     out = workdir / "latency.out"
     warmup.touch()
     out.touch()
-    client = system.connect(db)
-    try:
-        with WorkerProcess(system, db, workdir) as worker:
-            client.enqueue_noop(str(warmup))
-            wait_for_bytes(warmup, 1, worker, timeout)
-            time.sleep(idle)
-            start = time.perf_counter()
-            late = 0.0
-            for i in range(jobs):
-                delay = start + i / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                else:
-                    late = max(late, -delay)
-                client.enqueue_latency(str(out), time.time())
-            enqueue_span = time.perf_counter() - start
-            lines = wait_for_lines(out, jobs, worker, timeout)
-    finally:
-        client.close()
+    with stores(system, "latency", workdir) as store:
+        client = system.connect(store.locator)
+        try:
+            with WorkerProcess(system, store, workdir, "latency") as worker:
+                client.enqueue_noop(str(warmup))
+                wait_for_bytes(warmup, 1, worker, timeout)
+                time.sleep(idle)
+                start = time.perf_counter()
+                late = 0.0
+                for i in range(jobs):
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    else:
+                        late = max(late, -delay)
+                    client.enqueue_latency(str(out), time.time())
+                enqueue_span = time.perf_counter() - start
+                lines = wait_for_lines(out, jobs, worker, timeout)
+        finally:
+            client.close()
     samples = [float(line) for line in lines]
     return {
         "jobs": jobs,
@@ -137,5 +155,87 @@ def latency(
         "max_enqueue_lag_ms": late * 1000.0,
         **latency_summary(samples),
         "ok": len(samples) == jobs,
+        **_worker_report(worker),
+    }
+
+
+def backlog(
+    system: System,
+    stores: StoreFactory,
+    small: int,
+    big: int,
+    workdir: Path,
+    timeout: float,
+) -> dict[str, Any]:
+    """Workload 4: drain/s with ``small`` jobs queued vs with ``big`` jobs queued.
+
+    Both runs time the same number of completions, ``small`` (all of the small backlog, the
+    first ``small`` of the big one), from the first to the last, so only the size of the queue
+    differs.  ``big_over_small`` near 1 means claiming does not slow down as the queue grows.
+    """
+    if not 0 < small <= big:
+        raise ValueError(f"backlog sizes must satisfy 0 < {small} <= {big}")
+    runs = {
+        "small": _backlog_run(system, stores, small, small, workdir, timeout),
+        "big": _backlog_run(system, stores, big, small, workdir, timeout),
+    }
+    small_rate, big_rate = runs["small"]["drain_per_s"], runs["big"]["drain_per_s"]
+    return {
+        "small": small,
+        "big": big,
+        "timed_completions": small,
+        "api": system.backlog_api,
+        "small_drain_per_s": small_rate,
+        "big_drain_per_s": big_rate,
+        "big_over_small": ratio(big_rate, small_rate),
+        "ok": runs["small"]["ok"] and runs["big"]["ok"],
+        "runs": runs,
+        # The worker reports of the big run (the one that can go wrong) surface in the notes.
+        **{k: v for k, v in runs["big"].items() if k.startswith("worker_")},
+    }
+
+
+def _backlog_run(
+    system: System, stores: StoreFactory, size: int, timed: int, workdir: Path, timeout: float
+) -> dict[str, Any]:
+    """Queue ``size`` jobs, settle the store, start a worker and time its first ``timed``."""
+    label = f"backlog-{size}"
+    out = workdir / f"{label}.out"
+    out.touch()
+    with stores(system, label, workdir) as store:
+        client = system.connect(store.locator)
+        try:
+            start = time.perf_counter()
+            client.enqueue_backlog(str(out), size)
+            insert_s = time.perf_counter() - start
+            queued = client.pending()
+        finally:
+            client.close()
+        start = time.perf_counter()
+        store.settle()
+        settle_s = time.perf_counter() - start
+
+        with WorkerProcess(system, store, workdir, label) as worker:
+            spawned = time.perf_counter()
+            first, last = wait_for_bytes(out, timed, worker, timeout)
+        ran = out.stat().st_size
+        pending_after, completed_after = _counts(system, store)
+    # Stopped mid-backlog: a job either ran (and is recorded as done, where the system keeps
+    # such records) or is still queued.  Anything else is lost or ran twice.
+    unaccounted = size - ran - pending_after
+    return {
+        "size": size,
+        "insert_s": insert_s,
+        "insert_per_s": size / insert_s,
+        "settle_s": settle_s,
+        "queued": queued,
+        "first_completion_after_s": first - spawned,
+        "drain_s": last - first,
+        "drain_per_s": (timed - 1) / (last - first) if last > first else None,
+        "ran": ran,
+        "pending_after": pending_after,
+        "completed_after": completed_after,
+        "unaccounted_after_stop": unaccounted,
+        "ok": queued == size and ran >= timed and completed_after in (None, ran),
         **_worker_report(worker),
     }
