@@ -1,1 +1,1 @@
-"""Benchmarks: jobq beside its peers, BENCHMARK.md workloads. Run ``python -m benchmarks``."""
+"""Benchmarks: jobq beside its peers on the standard workloads. Run ``python -m benchmarks``."""

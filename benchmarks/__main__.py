@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: BENCHMARK.md workloads 1-4, jobq beside its peers, one run.
+"""``python -m benchmarks``: four workloads (drain, bulk, latency, backlog), jobq beside peers.
 
 Two suites: SQLite (jobq vs huey's SqliteHuey) and PostgreSQL (jobq vs pgqueuer and
 procrastinate).  Each prints one table with a ``jobq/<peer>`` ratio column per peer.

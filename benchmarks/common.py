@@ -1,6 +1,6 @@
 """What every system's benchmark shares: the jobs, the worker subprocess, timing and the table.
 
-The job bodies are identical for every system (BENCHMARK.md): ``append_byte`` appends one byte
+The job bodies are identical for every system: ``append_byte`` appends one byte
 to a file opened with ``O_APPEND``, ``append_latency`` appends ``start - enqueued_at`` as one
 text line.  Completions are detected from outside the worker by watching that file grow, so the
 measurement never touches the queue the worker is draining.

@@ -1,4 +1,4 @@
-"""BENCHMARK.md workloads 1-4, written once against :class:`benchmarks.common.System`.
+"""The four workloads (drain, bulk, latency, backlog), written once against ``System``.
 
 Each workload gets a fresh store from ``stores`` (a database file in ``workdir``, a fresh
 temporary directory, or a fresh PostgreSQL database), removed when the workload ends.
