@@ -363,3 +363,40 @@ def test_worker_survives_a_server_restart(app: jobq.App) -> None:
     assert not runner.is_alive()
     # attempts that the restart cut off were rescued and ran again: nothing lost
     assert set(done) == set(range(300))
+
+
+def test_producer_rides_through_a_server_restart(url: str) -> None:
+    """Regression: a pool that stopped reconnecting after one failed attempt made every enqueue
+    during a restart wait its whole pool_timeout and fail, long after the server was back."""
+    import os
+    import shlex
+    import subprocess
+
+    restart = os.environ.get("JOBQ_TEST_PG_RESTART")
+    if not restart:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI=true but JOBQ_TEST_PG_RESTART is unset")
+        pytest.skip("set JOBQ_TEST_PG_RESTART to a command that restarts the test server")
+    app = jobq.App(url + "&pool_timeout=20")
+    app.enqueue("t")
+    restarting = threading.Thread(
+        target=lambda: subprocess.run(shlex.split(restart), timeout=120, capture_output=True)
+    )
+    restarting.start()
+    ok = failed = 0
+    slowest = 0.0
+    while restarting.is_alive() or ok < 50:
+        started = time.monotonic()
+        try:
+            app.enqueue("t")
+            ok += 1
+        except jobq.BackendError:
+            failed += 1  # a statement in flight when the server went down: not retried blindly
+        slowest = max(slowest, time.monotonic() - started)
+        if time.monotonic() > started + WAIT:
+            break
+    restarting.join(WAIT)
+    app.close()
+    assert ok >= 50
+    assert failed <= 3
+    assert slowest < 15.0  # waited for the server to come back, not for the pool to give up

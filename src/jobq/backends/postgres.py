@@ -202,7 +202,6 @@ class PostgresBackend:
             open=False,
             name="jobq",
             check=psycopg_pool.ConnectionPool.check_connection,
-            reconnect_timeout=0,
             kwargs=self._connect_kwargs,
         )
         try:
