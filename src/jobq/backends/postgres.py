@@ -185,6 +185,7 @@ class PostgresBackend:
             {} if opts.prepared_statements else {"prepare_threshold": None}
         )
         self._t = sql.SQL("{}.jobq_jobs").format(sql.Identifier(self.schema))
+        self._seq = ""  # the jobs' id sequence, resolved once the schema exists
         self.channel = f"jobq_{self.schema}"
         self._lead_key = zlib.crc32(f"jobq-leader:{self.schema}".encode()) & 0x7FFFFFFF
         self._sql_cache: dict[str, sql.Composed] = {}
@@ -202,7 +203,9 @@ class PostgresBackend:
             open=False,
             name="jobq",
             check=psycopg_pool.ConnectionPool.check_connection,
-            kwargs=self._connect_kwargs,
+            # autocommit: a single statement is its own transaction (one round trip); every
+            # multi-statement operation opens an explicit transaction()
+            kwargs={"autocommit": True, **self._connect_kwargs},
         )
         try:
             # One direct connection first: a refused or unknown server fails now, with libpq's
@@ -213,6 +216,10 @@ class PostgresBackend:
                 if current_version(c, self.schema) != SCHEMA_VERSION:
                     c.rollback()
                     migrate(c, self.schema)
+                row = c.execute(
+                    "SELECT pg_get_serial_sequence(%s, 'id')", (f"{self.schema}.jobq_jobs",)
+                ).fetchone()
+                self._seq = str(row[0]) if row else ""
             self._pool.open(wait=True, timeout=pool_timeout)
         except psycopg.OperationalError as exc:
             self._pool.close()
@@ -297,58 +304,68 @@ class PostgresBackend:
             raise ConfigurationError(
                 f"connection= must be a psycopg (3) Connection, got {type(connection).__name__}"
             )
-        with self._tx(connection) as cur:
-            cur.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                (f"{self.schema}.jobq_jobs", len(jobs)),
-            )
-            ids = [r[0] for r in cur.fetchall()]
-            cur.execute(
-                self._q(q.INSERT),
-                {
-                    "now": now,
-                    "id": ids,
-                    "queue": [j.queue for j in jobs],
-                    "task": [j.task for j in jobs],
-                    "args": [j.args_json for j in jobs],
-                    "kwargs": [j.kwargs_json for j in jobs],
-                    "priority": [j.priority for j in jobs],
-                    "deadline": [j.deadline for j in jobs],
-                    "run_at": [j.run_at for j in jobs],
-                    "delay": [j.delay for j in jobs],
-                    "max_attempts": [j.max_attempts for j in jobs],
-                    "timeout": [j.timeout for j in jobs],
-                    "unique_key": [j.unique_key for j in jobs],
-                    "tags": ["{" + ",".join(_array_item(t) for t in j.tags) + "}" for j in jobs],
-                },
-            )
-            inserted = {r[0]: r for r in cur.fetchall()}
-            records: list[JobRecord] = []
-            for job_id, nj in zip(ids, jobs, strict=True):
-                row = inserted.get(job_id)
-                if row is not None:
-                    records.append(_new_record(job_id, nj, row))
-                    continue
-                cur.execute(
-                    self._q(
-                        f"SELECT {q.COLUMNS} FROM {{t}} WHERE unique_key = %s AND state IN "
-                        f"({state_list_sql(ACTIVE_STATES)})"
-                    ),
-                    (nj.unique_key,),
-                )
-                existing = cur.fetchone()
-                if existing is None:  # pragma: no cover - the conflicting job just finished
-                    raise UniqueConflict(
-                        f"unique_key {nj.unique_key!r} was held by a job that finished while "
-                        "this one was enqueued; enqueue again"
-                    )
-                records.append(_row_to_record(existing))
-            queues = sorted({r.queue for r in records if r.state is JobState.AVAILABLE})
-            for queue in queues:  # delivered on commit: no worker looks before the job exists
-                cur.execute("SELECT pg_notify(%s, %s)", (self.channel, queue))
-        if connection is None and queues:
+        params = {
+            "now": now,
+            "seq": self._seq,
+            "channel": self.channel,
+            "queue": [j.queue for j in jobs],
+            "task": [j.task for j in jobs],
+            "args": [j.args_json for j in jobs],
+            "kwargs": [j.kwargs_json for j in jobs],
+            "priority": [j.priority for j in jobs],
+            "deadline": [j.deadline for j in jobs],
+            "run_at": [j.run_at for j in jobs],
+            "delay": [j.delay for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "timeout": [j.timeout for j in jobs],
+            "unique_key": [j.unique_key for j in jobs],
+            "tags": ["{" + ",".join(_array_item(t) for t in j.tags) + "}" for j in jobs],
+        }
+        if connection is not None:
+            with self._tx(connection) as cur:
+                cur.execute(self._q(q.ENQUEUE), params)
+                rows = cur.fetchall()
+        else:
+            rows = self._one_round_trip(self._q(q.ENQUEUE), params)
+        records: list[JobRecord] = []
+        for (job_id, state, run_at, created_at, _), nj in zip(rows, jobs, strict=True):
+            if state is not None:
+                records.append(_new_record(job_id, nj, (job_id, state, run_at, created_at)))
+            else:  # another active job holds its unique_key: that job stands in for it
+                records.append(self._unique_holder(nj, connection))
+        if connection is None and any(r.state is JobState.AVAILABLE for r in records):
             self._bump()
         return records
+
+    def _one_round_trip(self, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
+        """One statement, atomic on its own (autocommit): the rows it returns."""
+        if self._closed.is_set():
+            raise BackendError(f"the PostgreSQL backend for {self.url} is closed")
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(query, params).fetchall()
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise BackendError(
+                f"PostgreSQL at {self.url} is unreachable or dropped the connection: "
+                f"{str(exc).strip()}"
+            ) from exc
+
+    def _unique_holder(self, nj: NewJob, connection: psycopg.Connection[Any] | None) -> JobRecord:
+        with self._tx(connection) as cur:
+            cur.execute(
+                self._q(
+                    f"SELECT {q.COLUMNS} FROM {{t}} WHERE unique_key = %s AND state IN "
+                    f"({state_list_sql(ACTIVE_STATES)})"
+                ),
+                (nj.unique_key,),
+            )
+            existing = cur.fetchone()
+        if existing is None:  # pragma: no cover - the conflicting job just finished
+            raise UniqueConflict(
+                f"unique_key {nj.unique_key!r} was held by a job that finished while this one "
+                "was enqueued; enqueue again"
+            )
+        return _row_to_record(existing)
 
     # -- worker path -------------------------------------------------------------------------
 

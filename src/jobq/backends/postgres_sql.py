@@ -13,25 +13,40 @@ COLUMNS = (
 ORDER = "eff_priority DESC, deadline ASC NULLS LAST, run_at, id"
 NOW = "coalesce(%(now)s::timestamptz, now())"
 
-INSERT = f"""
-INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority, deadline, run_at,
-                       max_attempts, timeout, unique_key, tags, state, created_at)
-SELECT n.id, n.queue, n.task, n.args, n.kwargs, n.priority, n.priority, n.deadline,
-       coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')),
-       n.max_attempts, n.timeout, n.unique_key, n.tags::text[],
-       CASE WHEN coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')) > {NOW}
-            THEN 'scheduled' ELSE 'available' END,
-       {NOW}
-FROM unnest(%(id)s::bigint[], %(queue)s::text[], %(task)s::text[], %(args)s::text[],
-            %(kwargs)s::text[], %(priority)s::int[], %(deadline)s::timestamptz[],
-            %(run_at)s::timestamptz[], %(delay)s::interval[], %(max_attempts)s::int[],
-            %(timeout)s::interval[], %(unique_key)s::text[], %(tags)s::text[])
-     AS n(id, queue, task, args, kwargs, priority, deadline, run_at, delay, max_attempts,
-          timeout, unique_key, tags)
-ORDER BY n.id
-ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
-    AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING
-RETURNING j.id, j.state, j.run_at, j.created_at
+ENQUEUE = f"""
+WITH n AS (
+    SELECT * FROM unnest(
+        %(queue)s::text[], %(task)s::text[], %(args)s::text[], %(kwargs)s::text[],
+        %(priority)s::int[], %(deadline)s::timestamptz[], %(run_at)s::timestamptz[],
+        %(delay)s::interval[], %(max_attempts)s::int[], %(timeout)s::interval[],
+        %(unique_key)s::text[], %(tags)s::text[]
+    ) WITH ORDINALITY AS n(queue, task, args, kwargs, priority, deadline, run_at, delay,
+                          max_attempts, timeout, unique_key, tags, ord)
+), ids AS MATERIALIZED (
+    -- ids in list order, so that FIFO among equal jobs follows the order they were given in
+    SELECT ord, nextval(%(seq)s::regclass) AS id FROM n
+), ins AS (
+    INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority, deadline,
+                           run_at, max_attempts, timeout, unique_key, tags, state, created_at)
+    SELECT ids.id, n.queue, n.task, n.args, n.kwargs, n.priority, n.priority, n.deadline,
+           coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')),
+           n.max_attempts, n.timeout, n.unique_key, n.tags::text[],
+           CASE WHEN coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')) > {NOW}
+                THEN 'scheduled' ELSE 'available' END,
+           {NOW}
+    FROM n JOIN ids USING (ord)
+    ORDER BY ids.id
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING
+    RETURNING j.id, j.queue, j.state, j.run_at, j.created_at
+), woken AS (
+    -- one notification per queue that got available jobs, delivered on commit
+    SELECT count(pg_notify(%(channel)s, queue)) AS n
+    FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
+)
+SELECT ids.id, ins.state, ins.run_at, ins.created_at, (SELECT n FROM woken)
+FROM ids LEFT JOIN ins ON ins.id = ids.id
+ORDER BY ids.ord
 """
 
 CANDIDATES = f"""
