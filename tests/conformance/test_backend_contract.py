@@ -545,3 +545,35 @@ def test_worker_registry(open_store: Callable[[], Backend]) -> None:
     assert a.prune_workers(older_than=timedelta(0), now=b.now() + timedelta(seconds=1)) == 1
     assert b.list_workers() == []
     a.worker_heartbeat("nobody", jobs_run=1)  # a heartbeat of an unknown worker is harmless
+
+
+def test_record_and_claim_in_one_step(backend: Backend, clock: Clock) -> None:
+    backend.enqueue_many([new_job(f"j{i}", priority=9 - i) for i in range(5)], now=clock.now)
+    a, b = claim(backend, clock, 2)
+    done, nxt = backend.record_and_claim(
+        [
+            Outcome(lease_of(a), OutcomeKind.COMPLETED, result_json='"a"'),
+            Outcome(Lease(b.id, "stale-token"), OutcomeKind.COMPLETED, result_json='"b"'),
+        ],
+        ["default"],
+        2,
+        worker_id="w1",
+        lease=LEASE,
+        now=clock.now,
+    )
+    assert done == {a.id}  # fenced: the forged lease changed nothing
+    assert [r.task for r in nxt] == ["j2", "j3"] and all(r.attempt == 1 for r in nxt)
+    assert backend.get(a.id).result == "a"  # type: ignore[union-attr]
+    assert backend.get(b.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    # nothing left to claim: the outcomes still count
+    done, rest = backend.record_and_claim(
+        [Outcome(lease_of(r), OutcomeKind.COMPLETED) for r in nxt],
+        ["nothing-here"],
+        5,
+        worker_id="w1",
+        lease=LEASE,
+        now=clock.now,
+    )
+    assert done == {r.id for r in nxt} and rest == []
+    # no outcomes, no room: a no-op
+    assert backend.record_and_claim([], ["default"], 0, worker_id="w1", lease=LEASE) == (set(), [])

@@ -396,21 +396,28 @@ class PostgresBackend:
     ) -> tuple[set[int], list[JobRecord]]:
         if not outcomes and (limit <= 0 or not queues):
             return set(), []
-        with self._tx() as cur:
-            done = self._record_in(cur, outcomes, now) if outcomes else set()
-            if limit <= 0 or not queues:
-                return done, []
-            cur.execute(
-                self._q(q.CLAIM_ORDERED if queue_order else q.CLAIM),
-                {
-                    "queues": list(queues),
-                    "limit": limit,
-                    "worker": worker_id,
-                    "lease": lease,
-                    "now": now,
-                },
+        if limit <= 0 or not queues:
+            return self.record_outcomes(outcomes, now=now), []
+        params = {
+            "queues": list(queues),
+            "limit": limit,
+            "worker": worker_id,
+            "lease": lease,
+            "now": now,
+        }
+        if not outcomes:
+            rows = self._one_round_trip(
+                self._q(q.CLAIM_ORDERED if queue_order else q.CLAIM), params
             )
-            rows = cur.fetchall()
+            done: set[int] = set()
+        else:
+            exchange = q.EXCHANGE_ORDERED if queue_order else q.EXCHANGE
+            rows = self._one_round_trip(self._q(exchange), {**params, **_outcome_params(outcomes)})
+            done = set(rows[0][-1] or ()) if rows else set()
+            rows = [r[:-1] for r in rows if r[0] is not None]
+            for o in outcomes:
+                if o.lease.job_id not in done:
+                    log_not_recorded(o)
         rank_key = (lambda r: r[22]) if queue_order else (lambda r: 0)
         rows.sort(key=lambda r: (rank_key(r), -r[23], r[6] is None, r[6] or r[7], r[7], r[0]))
         return done, [_row_to_record(r) for r in rows]
@@ -443,19 +450,7 @@ class PostgresBackend:
     def _record_in(
         self, cur: psycopg.Cursor[Any], outcomes: Sequence[Outcome], now: datetime | None
     ) -> set[int]:
-        cur.execute(
-            self._q(q.OUTCOMES),
-            {
-                "now": now,
-                "ids": [o.lease.job_id for o in outcomes],
-                "tokens": [o.lease.token for o in outcomes],
-                "kinds": [o.kind.value for o in outcomes],
-                "results": [o.result_json for o in outcomes],
-                "run_ats": [o.run_at for o in outcomes],
-                "delays": [o.delay if o.delay is not None else timedelta(0) for o in outcomes],
-                "errors": [attempt_errors.to_json(o.error) if o.error else None for o in outcomes],
-            },
-        )
+        cur.execute(self._q(q.OUTCOMES), {"now": now, **_outcome_params(outcomes)})
         done = {r[0] for r in cur.fetchall()}
         for o in outcomes:
             if o.lease.job_id not in done:
@@ -750,6 +745,19 @@ class PostgresBackend:
                     )
                 self._closed.wait(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def _outcome_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The arrays the OUTCOMES statement unnests, one element per outcome."""
+    return {
+        "ids": [o.lease.job_id for o in outcomes],
+        "tokens": [o.lease.token for o in outcomes],
+        "kinds": [o.kind.value for o in outcomes],
+        "results": [o.result_json for o in outcomes],
+        "run_ats": [o.run_at for o in outcomes],
+        "delays": [o.delay if o.delay is not None else timedelta(0) for o in outcomes],
+        "errors": [attempt_errors.to_json(o.error) if o.error else None for o in outcomes],
+    }
 
 
 def _array_item(tag: str) -> str:

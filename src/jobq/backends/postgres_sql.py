@@ -49,8 +49,8 @@ FROM ids LEFT JOIN ins ON ins.id = ids.id
 ORDER BY ids.ord
 """
 
-CANDIDATES = f"""
-WITH served AS (
+_CLAIM_CTES = f"""
+served AS (
     SELECT queue, rank FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS s(queue, rank)
 ), candidates AS (
     SELECT c.id, s.rank
@@ -63,17 +63,18 @@ WITH served AS (
     ) c
     ORDER BY {{first}}c.eff_priority DESC, c.deadline ASC NULLS LAST, c.run_at, c.id
     LIMIT %(limit)s
-)
+)"""
+_CLAIM_UPDATE = f"""
 UPDATE {{t}} AS j
 SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
     lease_token = left(md5(random()::text || j.id::text), 16),
     leased_until = {NOW} + %(lease)s, started_at = {NOW}
 FROM candidates c
 WHERE j.id = c.id
-RETURNING {", ".join("j." + c.strip() for c in COLUMNS.split(","))}, c.rank, j.eff_priority
-"""
-CLAIM = CANDIDATES.replace("{first}", "")
-CLAIM_ORDERED = CANDIDATES.replace("{first}", "s.rank, ")
+RETURNING {", ".join("j." + c.strip() for c in COLUMNS.split(","))}, c.rank, j.eff_priority"""
+_CANDIDATES = "WITH " + _CLAIM_CTES + _CLAIM_UPDATE
+CLAIM = _CANDIDATES.replace("{first}", "")
+CLAIM_ORDERED = _CANDIDATES.replace("{first}", "s.rank, ")
 
 HEARTBEAT = f"""
 UPDATE {{t}} AS j SET leased_until = {NOW} + %(lease)s
@@ -103,6 +104,17 @@ FROM unnest(%(ids)s::bigint[], %(tokens)s::text[], %(kinds)s::text[], %(results)
 WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
 RETURNING j.id
 """
+
+# Outcomes of finished attempts and the next claim in one statement (so one round trip and one
+# commit): the outcomes touch running rows, the claim available ones, so they never meet.
+# Every row carries the ids whose outcome applied; with nothing claimed there is one row.
+_EXCHANGE = (
+    "WITH done AS (" + OUTCOMES + "), " + _CLAIM_CTES + ", claimed AS (" + _CLAIM_UPDATE + ")\n"
+    "SELECT claimed.*, d.ids FROM (SELECT array_agg(id) AS ids FROM done) AS d\n"
+    "LEFT JOIN claimed ON true"
+)
+EXCHANGE = _EXCHANGE.replace("{first}", "")
+EXCHANGE_ORDERED = _EXCHANGE.replace("{first}", "s.rank, ")
 
 RELEASE = """
 UPDATE {t} AS j SET state = 'available', attempt = greatest(j.attempt - 1, 0),
