@@ -18,6 +18,11 @@ EXPECTED = {
     (S.SCHEDULED, S.CANCELLED),
     (S.SCHEDULED, S.EXPIRED),
     (S.BLOCKED, S.CANCELLED),
+    (S.BLOCKED, S.AVAILABLE),  # dependency resolution
+    (S.BLOCKED, S.SCHEDULED),  # dependency resolution, run_at still ahead
+    (S.SCHEDULED, S.SCHEDULED),  # unique_key on_conflict="replace" (not started yet)
+    (S.AVAILABLE, S.AVAILABLE),
+    (S.AVAILABLE, S.SCHEDULED),
     (S.AVAILABLE, S.RUNNING),
     (S.AVAILABLE, S.CANCELLED),
     (S.AVAILABLE, S.EXPIRED),

@@ -5,7 +5,9 @@ Hierarchy::
     JobqError
     ├── ConfigurationError        bad URL, option or worker setting
     ├── InvalidJobError (ValueError)   refused at enqueue; nothing was written
-    │   └── PayloadError          arguments or result not exact JSON, or too large
+    │   ├── PayloadError          arguments or result not exact JSON, or too large
+    │   └── DependencyError       depends_on names an unknown job (or makes a cycle)
+    ├── QueueFull                 the queue is at its max_depth (backpressure); nothing written
     ├── BackendError              the store could not be opened or used
     │   ├── DatabaseOpenError     unreadable/unwritable path, WAL unsupported, …
     │   └── SchemaVersionError    the database was written by a newer jobq
@@ -13,6 +15,9 @@ Hierarchy::
     ├── UnknownTaskError (LookupError)  a task name this app has not registered
     ├── InvalidTransition         e.g. retrying a job that is still running
     ├── UniqueConflict            another active job holds that ``unique_key``
+    ├── LockError                 a distributed lock (``App.lock``) could not be used
+    │   ├── LockTimeout (TimeoutError)  not acquired within the wait
+    │   └── LockLost              the lease ran out (or was taken over) while held
     ├── NoCurrentJob (RuntimeError)     ``current_job()`` outside a running task
     ├── WaitTimeout (TimeoutError)      ``Job.wait()`` ran out of time
     └── JobOutcomeError           ``Job.wait()`` on a job that did not complete
@@ -47,6 +52,14 @@ class PayloadError(InvalidJobError):
     """Arguments or a result are not JSON that round-trips exactly, or are too large."""
 
 
+class DependencyError(InvalidJobError):
+    """``depends_on`` names a job that does not exist, or would form a cycle."""
+
+
+class QueueFull(JobqError):
+    """The queue holds ``max_depth`` waiting jobs already; nothing was written."""
+
+
 class BackendError(JobqError):
     """The job store could not be opened or used."""
 
@@ -73,6 +86,18 @@ class InvalidTransition(JobqError):
 
 class UniqueConflict(JobqError):
     """Another active job already holds the same ``unique_key``."""
+
+
+class LockError(JobqError):
+    """A distributed lock could not be used."""
+
+
+class LockTimeout(LockError, TimeoutError):
+    """The lock was not acquired within the wait."""
+
+
+class LockLost(LockError):
+    """The lock's lease ran out, or another holder took it over, while it was held."""
 
 
 class NoCurrentJob(JobqError, RuntimeError):

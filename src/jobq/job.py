@@ -58,6 +58,13 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    concurrency_key: str | None = None
+    rate_key: str | None = None
+    depends_on: tuple[int, ...] = ()
+    allow_failed: bool = False
+    progress: float | None = None
+    progress_message: str | None = None
+    secret: tuple[str, ...] = ()
 
     @property
     def args(self) -> list[Any]:
@@ -171,6 +178,19 @@ class Job:
     @property
     def args(self) -> list[Any]:
         return self._record.args
+
+    @property
+    def depends_on(self) -> tuple[int, ...]:
+        return self._record.depends_on
+
+    @property
+    def progress(self) -> float | None:
+        """The fraction (0..1) the task last reported with ``set_progress`` (None if never)."""
+        return self._record.progress
+
+    @property
+    def progress_message(self) -> str | None:
+        return self._record.progress_message
 
     @property
     def kwargs(self) -> dict[str, Any]:

@@ -52,6 +52,8 @@ class Action(StrEnum):
     RESCUE = "rescue"  # its lease expired: back to available, or dead when out of attempts
     RELEASE = "release"  # a stopping worker hands back a job it had not finished
     MANUAL_RETRY = "manual_retry"  # a person or API call re-runs a finished job
+    UNBLOCK = "unblock"  # every dependency of a blocked job resolved
+    REPLACE = "replace"  # an enqueue with on_conflict="replace" rewrote a job not yet started
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,8 @@ TRANSITIONS: dict[Action, Transition] = {
     Action.RESCUE: _t({S.RUNNING}, {S.AVAILABLE, S.DEAD}),
     Action.RELEASE: _t({S.RUNNING}, {S.AVAILABLE}),
     Action.MANUAL_RETRY: _t(set(TERMINAL_STATES), {S.AVAILABLE}),
+    Action.UNBLOCK: _t({S.BLOCKED}, {S.AVAILABLE, S.SCHEDULED}),
+    Action.REPLACE: _t({S.SCHEDULED, S.AVAILABLE}, {S.SCHEDULED, S.AVAILABLE}),
 }
 del S
 

@@ -10,6 +10,35 @@ conformance suite (``tests/conformance``) checks against each of them:
   match and which are still ``running`` (fencing); they return the ids they changed.
 * The backend's clock decides leases and due times. Every time-dependent method takes ``now``
   (UTC, tz-aware) so tests can move time; ``None`` means the backend's own clock.
+
+Flow control (scheduling, limits, dependencies) is part of the same contract:
+
+* **Unique jobs.** A job with a ``unique_key`` conflicts with any job holding the same key in an
+  active state (scheduled, blocked, available, running), and, when ``unique_window`` is set, with
+  any job of that key created within the window (whatever its state). ``on_conflict`` says what
+  happens: ``skip`` returns the holder's record instead of inserting; ``replace`` rewrites the
+  holder's payload, priority, run_at, deadline, timeout, max_attempts and tags when it has not
+  started yet (scheduled or available: Action.REPLACE), and raises UniqueConflict when it is
+  running or blocked or finished; ``raise`` raises UniqueConflict. A raise refuses the whole
+  call: nothing of it is written. Enforced by the store, race-free between processes.
+* **Dependencies.** ``depends_on`` ids (and ``depends_on_batch``: indexes of earlier jobs of the
+  same call) must exist, else DependencyError and nothing written. A job whose dependencies are
+  not all resolved is enqueued ``blocked``. A dependency is resolved when it completes, or, with
+  ``allow_failed``, when it ends in any terminal state. When a dependency ends dead, cancelled
+  or expired and the dependent does not allow failure, the dependent is cancelled (Action.CANCEL,
+  with an AttemptError of type ``DependencyFailed`` naming the dependency), and so on down the
+  chain, in the same transaction. When the last dependency resolves, the job moves to
+  ``available`` (or ``scheduled`` if its run_at is still ahead): Action.UNBLOCK. Resolution
+  happens in the same transaction as the transition that finished the dependency, on every path
+  (record_outcomes, record_and_claim, cancel, cancel_many, rescue to dead, expiry at claim,
+  delete). Deleting a job counts as cancelling it for its dependents.
+* **Concurrency limits.** A job with ``concurrency_key`` is claimed only while fewer than its
+  ``concurrency_limit`` jobs with that key are ``running``, across every process and machine.
+* **Rate limits.** A job with ``rate_key`` is claimed only while fewer than ``rate_limit`` jobs
+  with that key were claimed (started) within the last ``rate_period`` (a sliding window).
+* **Paused queues** are not claimed from (enqueue still works).
+* **Backpressure.** A queue with ``max_depth`` refuses an enqueue that would take its waiting
+  jobs (scheduled, blocked, available) past it: QueueFull, nothing written.
 """
 
 from __future__ import annotations
@@ -21,7 +50,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from jobq.exceptions import InvalidTransition, JobNotFound, UniqueConflict
+from jobq.exceptions import (
+    DependencyError,
+    InvalidTransition,
+    JobNotFound,
+    QueueFull,
+    UniqueConflict,
+)
 from jobq.job import AttemptError, JobRecord
 from jobq.states import Action, JobState
 
@@ -45,6 +80,28 @@ class NewJob:
     deadline: datetime | None = None
     unique_key: str | None = None
     tags: tuple[str, ...] = ()
+    #: "skip" | "replace" | "raise" (see the module docstring)
+    on_conflict: str = "skip"
+    unique_window: timedelta | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period: timedelta | None = None
+    depends_on: tuple[int, ...] = ()
+    #: indexes of earlier jobs in the same enqueue_many call that this job depends on
+    depends_on_batch: tuple[int, ...] = ()
+    allow_failed: bool = False
+    #: names of secret kwargs, and str(index) of secret positional args (redacted on display)
+    secret: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """Store-wide settings of one queue (seen by every process)."""
+
+    paused: bool = False
+    max_depth: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +178,8 @@ class JobFilter:
     queue: str | None = None
     state: JobState | None = None
     task: str | None = None
+    #: case-insensitive substring of the stored args or kwargs JSON text
+    search: str | None = None
 
 
 class Backend(Protocol):
@@ -191,8 +250,34 @@ class Backend(Protocol):
         """Hand running jobs back to ``available`` without using up their attempt."""
         ...
 
+    def held(self, leases: Sequence[Lease]) -> set[int]:
+        """Read-only: the ids of ``leases`` still held (running under that token). Workers poll
+        it about once a second to notice a running job was cancelled."""
+        ...
+
+    def set_progress(self, lease: Lease, fraction: float | None, message: str | None) -> bool:
+        """Store a running job's progress (fenced by its lease); False if the lease is gone."""
+        ...
+
     def cancel(self, job_id: int, *, now: datetime | None = None) -> tuple[bool, JobRecord]:
         """Cancel an active job; returns (whether it changed, its record). Raises JobNotFound."""
+        ...
+
+    def cancel_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
+        """Cancel every active job matching ``filter`` (running ones included, as ``cancel``
+        does); dependents are resolved as for ``cancel``. Returns how many changed."""
+        ...
+
+    def retry_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
+        """``retry`` every finished job matching ``filter`` (``filter.state`` must be a terminal
+        state or None, meaning all four); jobs whose unique_key is held are skipped. Returns how
+        many were made available."""
+        ...
+
+    def delete(self, job_id: int, *, now: datetime | None = None) -> bool:
+        """Remove a job that is not running (InvalidTransition if it is: cancel it first);
+        False if there was no such job. Its blocked dependents are resolved as if it had been
+        cancelled."""
         ...
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> JobRecord:
@@ -223,8 +308,59 @@ class Backend(Protocol):
         states: frozenset[JobState],
         now: datetime | None = None,
         limit: int = 10_000,
+        keep: int = 0,
     ) -> int:
-        """Delete up to ``limit`` finished jobs in ``states`` finished before now - older_than."""
+        """Delete up to ``limit`` finished jobs in ``states`` finished before now - older_than,
+        sparing the ``keep`` most recently finished jobs of each state."""
+        ...
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | bool | None = False
+    ) -> QueueSettings:
+        """Change a queue's store-wide settings: ``paused`` (None: unchanged), ``max_depth``
+        (an int, None to remove the limit, False: unchanged). Returns the new settings."""
+        ...
+
+    def queue_settings(self) -> dict[str, QueueSettings]:
+        """Settings of every queue that has any (queues never configured are absent)."""
+        ...
+
+    # -- periodic jobs -----------------------------------------------------------------------
+
+    def enqueue_tick(
+        self, name: str, tick: datetime, job: NewJob, *, now: datetime | None = None
+    ) -> JobRecord | None:
+        """Enqueue ``job`` for periodic schedule ``name``'s tick ``tick``, exactly once: in one
+        transaction, if the stored last tick of ``name`` is absent or earlier than ``tick``,
+        store ``tick`` and enqueue ``job`` (returning its record); otherwise write nothing and
+        return None. Safe when several schedulers on several machines race."""
+        ...
+
+    def cron_ticks(self) -> dict[str, datetime]:
+        """The last enqueued tick of each periodic schedule."""
+        ...
+
+    # -- distributed locks -------------------------------------------------------------------
+
+    def acquire_lock(
+        self, name: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> int | None:
+        """Take lock ``name`` for ``owner`` until now + ttl if it is free or its lease expired;
+        returns the fencing token (strictly greater than every token issued for ``name``
+        before), or None if another holder's lease is still valid."""
+        ...
+
+    def renew_lock(
+        self, name: str, token: int, ttl: timedelta, *, now: datetime | None = None
+    ) -> bool:
+        """Extend a held lock to now + ttl; False if ``token`` no longer holds it (expired and
+        taken over, or released)."""
+        ...
+
+    def release_lock(self, name: str, token: int) -> bool:
+        """Free a lock held under ``token``; False if that token no longer held it."""
         ...
 
     def next_due(self) -> datetime | None:
@@ -322,6 +458,80 @@ def log_not_recorded(outcome: Outcome) -> None:
         outcome.kind.value,
         outcome.lease.token,
     )
+
+
+def queue_full(queue: str, max_depth: int) -> QueueFull:
+    return QueueFull(
+        f"queue {queue!r} is full: it holds its max_depth of {max_depth:,} waiting jobs; retry "
+        "later, add workers, or raise the limit (jobq queues set-max-depth)"
+    )
+
+
+def unique_held(key: str, holder: JobRecord) -> UniqueConflict:
+    return UniqueConflict(
+        f"unique_key {key!r} is held by job {holder.id} ({holder.state.value}); use "
+        "on_conflict='skip' to get that job back instead"
+    )
+
+
+def not_replaceable(key: str, holder: JobRecord) -> UniqueConflict:
+    return UniqueConflict(
+        f"unique_key {key!r} is held by job {holder.id}, which is {holder.state.value}: only a "
+        "job that has not started (scheduled or available) can be replaced"
+    )
+
+
+def unknown_dependency(job_id: int) -> DependencyError:
+    return DependencyError(
+        f"depends_on names job {job_id}, which does not exist (it may have been pruned); "
+        "enqueue the dependency first and pass its job or id"
+    )
+
+
+def bad_batch_dependency(position: int, index: int) -> DependencyError:
+    return DependencyError(
+        f"job {position} of the batch depends on batch index {index}: a job can depend only on "
+        "jobs earlier in the same call (this also rules out cycles)"
+    )
+
+
+def dependency_failed(dep_id: int, state: str, attempt: int, at: datetime) -> AttemptError:
+    """The error appended to a dependent cancelled because its dependency did not complete."""
+    return AttemptError(
+        attempt,
+        at,
+        "DependencyFailed",
+        f"dependency {dep_id} ended {state}; cancelled (pass allow_failed=True to run anyway)",
+    )
+
+
+def select_limited(
+    candidates: Sequence[tuple[int, str | None, int | None, str | None, int | None]],
+    running: dict[str, int],
+    started: dict[str, int],
+    limit: int,
+) -> list[int]:
+    """Which limited candidates a claim may take, in the order given.
+
+    ``candidates``: (id, concurrency_key, concurrency_limit, rate_key, rate_limit) in claim
+    order; ``running``: running jobs per concurrency key; ``started``: starts within the
+    window per rate key. Every backend claims limited jobs through this one rule.
+    """
+    running, started = dict(running), dict(started)
+    out: list[int] = []
+    for job_id, ckey, climit, rkey, rlimit in candidates:
+        if len(out) >= limit:
+            break
+        if ckey is not None and climit is not None and running.get(ckey, 0) >= climit:
+            continue
+        if rkey is not None and rlimit is not None and started.get(rkey, 0) >= rlimit:
+            continue
+        if ckey is not None:
+            running[ckey] = running.get(ckey, 0) + 1
+        if rkey is not None:
+            started[rkey] = started.get(rkey, 0) + 1
+        out.append(job_id)
+    return out
 
 
 #: Messages of the error a rescue appends (``{worker}``/``{times}`` filled in by each backend).
