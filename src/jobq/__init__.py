@@ -14,13 +14,14 @@ Quick start::
 """
 
 from jobq.app import App
-from jobq.backends.base import Backend, WorkerInfo
-from jobq.context import current_job
-from jobq.control import Cancel, Retry, Snooze
+from jobq.backends.base import Backend, QueueSettings, WorkerInfo
+from jobq.context import RunningJob, current_job
+from jobq.control import Cancel, Cancelled, Retry, Snooze
 from jobq.exceptions import (
     BackendError,
     ConfigurationError,
     DatabaseOpenError,
+    DependencyError,
     InvalidJobError,
     InvalidTransition,
     JobCancelled,
@@ -29,17 +30,23 @@ from jobq.exceptions import (
     JobNotFound,
     JobOutcomeError,
     JobqError,
+    LockError,
+    LockLost,
+    LockTimeout,
     NoCurrentJob,
     PayloadError,
+    QueueFull,
     SchemaVersionError,
     UniqueConflict,
     UnknownTaskError,
     WaitTimeout,
 )
+from jobq.group import Group
 from jobq.job import AttemptError, Job, JobRecord
+from jobq.options import RateLimit
 from jobq.retry import ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy
 from jobq.states import JobState
-from jobq.task import Task, TaskCall
+from jobq.task import Call, Task, TaskCall
 from jobq.worker import Aging, Worker, WorkerSummary
 
 __version__ = "0.1.0"
@@ -50,11 +57,15 @@ __all__ = [
     "AttemptError",
     "Backend",
     "BackendError",
+    "Call",
     "Cancel",
+    "Cancelled",
     "ConfigurationError",
     "DatabaseOpenError",
+    "DependencyError",
     "ExponentialBackoff",
     "FixedDelay",
+    "Group",
     "InvalidJobError",
     "InvalidTransition",
     "Job",
@@ -66,11 +77,18 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobqError",
+    "LockError",
+    "LockLost",
+    "LockTimeout",
     "NoCurrentJob",
     "NoRetry",
     "PayloadError",
+    "QueueFull",
+    "QueueSettings",
+    "RateLimit",
     "Retry",
     "RetryPolicy",
+    "RunningJob",
     "SchemaVersionError",
     "Snooze",
     "Task",

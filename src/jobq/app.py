@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from jobq.backends import Backend, JobFilter, check_url, open_backend, redact_url
-from jobq.backends.base import WorkerInfo
-from jobq.exceptions import ConfigurationError, JobNotFound
+from jobq.backends.base import NewJob, QueueSettings, WorkerInfo
+from jobq.clock import as_duration
+from jobq.exceptions import ConfigurationError, InvalidJobError, JobNotFound, QueueFull
+from jobq.group import Group
 from jobq.job import Job, JobRecord
+from jobq.metrics import record_enqueued
 from jobq.options import (
     JobOptions,
+    KeyFunction,
+    RateLimit,
     TaskDefaults,
     build_job,
     validate_queue,
@@ -22,9 +31,14 @@ from jobq.options import (
 )
 from jobq.payload import DEFAULT_MAX_BYTES
 from jobq.retry import DEFAULT_RETRY, RetryPolicy
-from jobq.states import JobState
-from jobq.task import Task
+from jobq.secrets import normalize as normalize_secret
+from jobq.secrets import redact_args
+from jobq.states import TERMINAL_STATES, JobState
+from jobq.task import Call, Task
 from jobq.worker import Aging, Worker, WorkerConfig, WorkerSummary, signal_handlers
+
+if TYPE_CHECKING:
+    from jobq.periodic import Scheduler
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,7 +60,8 @@ class App:
         url: str | None = None,
         *,
         lease: timedelta = timedelta(seconds=30),
-        retention: timedelta | None = timedelta(days=7),
+        retention: timedelta | Mapping[JobState | str, timedelta | None] | None = timedelta(days=7),
+        retention_count: int | None = None,
         aging: Aging | None = DEFAULT_AGING,
         max_payload_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
@@ -60,13 +75,23 @@ class App:
         check_url(url)
         self.url = url
         self.lease = lease
-        self.retention = retention
+        self.retention, self.retention_by_state = _retention(retention)
+        if retention_count is not None and (
+            isinstance(retention_count, bool)
+            or not isinstance(retention_count, int)
+            or retention_count < 0
+        ):
+            raise ConfigurationError(
+                f"retention_count must be an int >= 0 or None, got {retention_count!r}"
+            )
+        self.retention_count = retention_count
         self.aging = aging
         self.max_payload_bytes = max_payload_bytes
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._backend: Backend | None = None
         self._open_lock = threading.Lock()
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+        self._scheduler: Scheduler | None = None
 
     def __repr__(self) -> str:
         return f"<jobq.App {redact_url(self.url)} tasks={len(self._tasks)}>"
@@ -118,6 +143,11 @@ class App:
         timeout: timedelta | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         run_late: bool = False,
+        concurrency_limit: int | None = None,
+        concurrency_key: str | KeyFunction | None = None,
+        rate_limit: RateLimit | str | tuple[int, float] | None = None,
+        rate_key: str | None = None,
+        secret: Sequence[str | int] = (),
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match ParamSpec-generic overloads
@@ -132,21 +162,43 @@ class App:
         timeout: timedelta | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         run_late: bool = False,
+        concurrency_limit: int | None = None,
+        concurrency_key: str | KeyFunction | None = None,
+        rate_limit: RateLimit | str | tuple[int, float] | None = None,
+        rate_key: str | None = None,
+        secret: Sequence[str | int] = (),
     ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., ...)``.
 
         ``name`` defaults to ``module.qualname``; producers and workers must agree on it.
         ``timeout`` fails an attempt that runs longer; ``run_late`` runs a job even after its
         deadline passed (otherwise it ends ``expired``).
+
+        ``concurrency_limit``: at most that many of its jobs run at once across every worker,
+        per ``concurrency_key`` if given (a string, or ``f(args, kwargs) -> str`` such as one
+        key per customer). ``rate_limit`` ("10/s", "100/m", "5/10s"): at most that many starts
+        per period, per ``rate_key`` (default: the task). ``secret``: names of keyword
+        arguments (or indexes of positional ones) shown as ``***`` in logs, errors, the CLI
+        and the dashboard.
         """
-        defaults = TaskDefaults(
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            retry=retry,
-            run_late=run_late,
-        )
+        try:
+            defaults = TaskDefaults(
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                retry=retry,
+                run_late=run_late,
+                concurrency_limit=concurrency_limit,
+                concurrency_key=concurrency_key,
+                rate_limit=RateLimit.parse(rate_limit) if rate_limit is not None else None,
+                rate_key=rate_key,
+                secret=normalize_secret(secret),
+            )
+        except (InvalidJobError, TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigurationError):
+                raise
+            raise ConfigurationError(str(exc)) from None
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(f):
@@ -162,7 +214,10 @@ class App:
                     f"task name {task_name!r} is already registered for {existing.fn!r}; give "
                     "one of them another name with @app.task(name=...)"
                 )
-            t: Task[Any, Any] = Task(self, f, task_name, defaults)
+            task_defaults = dataclasses.replace(
+                defaults, secret=_secret_positions(f, defaults.secret)
+            )
+            t: Task[Any, Any] = Task(self, f, task_name, task_defaults)
             self._tasks[task_name] = t
             return t
 
@@ -192,13 +247,23 @@ class App:
         max_attempts: int | None = None,
         timeout: timedelta | float | None = None,
         tags: Sequence[str] | None = None,
+        on_conflict: str | None = None,
+        unique_window: timedelta | float | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
+        rate_key: str | None = None,
+        rate_limit: RateLimit | str | tuple[int, float] | None = None,
+        depends_on: Sequence[Any] | None = None,
+        allow_failed: bool | None = None,
+        wait_if_full: timedelta | float | None = None,
         connection: Any = None,
     ) -> Job:
         """Enqueue a job by task name, for producers that do not import the task's code.
 
         The name need not be registered in this process; if it is, that task's defaults apply.
-        With ``connection`` (a psycopg connection, PostgreSQL only) the job is written in that
-        connection's open transaction and exists only if it commits.
+        The options are those of :meth:`jobq.Task.options`. With ``connection`` (a psycopg
+        connection, PostgreSQL only) the job is written in that connection's open transaction
+        and exists only if it commits.
         """
         registered = self._tasks.get(task) if isinstance(task, str) else None
         defaults = registered.defaults if registered else TaskDefaults()
@@ -212,8 +277,61 @@ class App:
             max_attempts=max_attempts,
             timeout=timeout,
             tags=tags,
+            on_conflict=on_conflict,
+            unique_window=unique_window,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            rate_key=rate_key,
+            rate_limit=rate_limit,
+            depends_on=depends_on,
+            allow_failed=allow_failed,
+            wait_if_full=wait_if_full,
         )
         return self._enqueue_calls(task, [(args, kwargs or {})], options, defaults, connection)[0]
+
+    def group(
+        self,
+        calls: Sequence[Call],
+        *,
+        on_complete: Call | None = None,
+        on_success: Call | None = None,
+        connection: Any = None,
+    ) -> Group:
+        """Enqueue ``calls`` (``task.call(...)`` or ``task.options(...).call(...)``) in one
+        transaction, and get one handle to wait on.
+
+        ``on_complete`` runs once every job of the group has finished, however it ended;
+        ``on_success`` runs only if every one completed (it is cancelled otherwise). Both are
+        jobs that depend on the whole group, enqueued in the same transaction.
+        """
+        calls = list(calls)
+        if not calls:
+            raise InvalidJobError("a group needs at least one call (task.call(...))")
+        for c in [*calls, on_complete, on_success]:
+            if c is not None and not isinstance(c, Call):
+                raise InvalidJobError(f"group items must be task.call(...) values, got {c!r}")
+        new = [
+            build_job(c.task, c.args, c.kwargs, c.options, c.defaults, self.max_payload_bytes)
+            for c in calls
+        ]
+        members = tuple(range(len(new)))
+        callbacks: list[str] = []
+        for kind, c in (("on_complete", on_complete), ("on_success", on_success)):
+            if c is None:
+                continue
+            nj = build_job(c.task, c.args, c.kwargs, c.options, c.defaults, self.max_payload_bytes)
+            new.append(
+                dataclasses.replace(
+                    nj, depends_on_batch=members, allow_failed=kind == "on_complete"
+                )
+            )
+            callbacks.append(kind)
+        records = self._store(new, connection, None)
+        jobs = [Job(self, r) for r in records]
+        by_kind = dict(zip(callbacks, jobs[len(calls) :], strict=True))
+        return Group(
+            self, jobs[: len(calls)], by_kind.get("on_complete"), by_kind.get("on_success")
+        )
 
     def _enqueue_calls(
         self,
@@ -225,13 +343,36 @@ class App:
     ) -> list[Job]:
         # Validate every call before writing anything: a bad item refuses the whole batch.
         new = [build_job(task, a, k, options, defaults, self.max_payload_bytes) for a, k in calls]
-        if connection is not None:
-            return [Job(self, r) for r in self.backend.enqueue_many(new, connection=connection)]
-        records = self.backend.enqueue_many(new)
+        wait = (
+            as_duration(options.wait_if_full, "wait_if_full")
+            if options.wait_if_full is not None
+            else None
+        )
+        return [Job(self, r) for r in self._store(new, connection, wait)]
+
+    def _store(
+        self, new: list[NewJob], connection: Any, wait_if_full: timedelta | None
+    ) -> list[JobRecord]:
+        if connection is not None:  # counted although the caller's transaction may roll back
+            records = self.backend.enqueue_many(new, connection=connection)
+            record_enqueued(records)
+            return records
+        give_up = time.monotonic() + (wait_if_full.total_seconds() if wait_if_full else 0.0)
+        pause = 0.01
+        while True:
+            try:
+                records = self.backend.enqueue_many(new)
+                break
+            except QueueFull:
+                if wait_if_full is None or time.monotonic() >= give_up:
+                    raise
+                time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+                pause = min(pause * 2, 0.5)
+        record_enqueued(records)
         if any(r.state is JobState.AVAILABLE for r in records):
             for worker in list(self._workers):
                 worker.notify()
-        return [Job(self, r) for r in records]
+        return records
 
     # -- reading and steering jobs -----------------------------------------------------------
 
@@ -256,23 +397,137 @@ class App:
     def _cancel(self, job_id: int) -> tuple[bool, JobRecord]:
         return self.backend.cancel(job_id)
 
+    def delete(self, job_id: int) -> bool:
+        """Remove a job that is not running (cancel a running one first); True if it existed.
+
+        Jobs waiting on it are resolved as if it had been cancelled."""
+        return self.backend.delete(_job_id(job_id))
+
+    def cancel_many(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | None = None,
+        task: str | None = None,
+    ) -> int:
+        """Cancel every unfinished job matching the filters (running ones too); returns how
+        many. With no filter at all it refuses, rather than cancel everything by accident:
+        pass ``queue="*"`` to mean every queue."""
+        if queue is None and state is None and task is None:
+            raise ConfigurationError(
+                "cancel_many needs a filter (queue, state or task); pass queue='*' to cancel "
+                "every unfinished job of every queue"
+            )
+        flt = JobFilter(
+            queue=None if queue in (None, "*") else validate_queue(queue),
+            state=_state(state) if state is not None else None,
+            task=task,
+        )
+        if flt.state is not None and flt.state.is_terminal:
+            raise ConfigurationError(
+                f"state {flt.state.value!r} is finished already; cancel_many takes scheduled, "
+                "blocked, available or running"
+            )
+        return self.backend.cancel_many(flt)
+
+    def retry_many(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | None = JobState.DEAD,
+        task: str | None = None,
+    ) -> int:
+        """Run again every finished job matching the filters (default: every dead job);
+        returns how many were made available."""
+        flt = JobFilter(
+            queue=validate_queue(queue) if queue is not None else None,
+            state=_state(state) if state is not None else None,
+            task=task,
+        )
+        if flt.state is not None and not flt.state.is_terminal:
+            raise ConfigurationError(
+                f"state {flt.state.value!r} is not finished; retry_many takes completed, dead, "
+                "cancelled or expired"
+            )
+        n = self.backend.retry_many(flt)
+        for worker in list(self._workers):
+            worker.notify()
+        return n
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def pause_queue(self, name: str) -> None:
+        """Stop every worker, on every machine, from starting jobs of queue ``name`` (running
+        jobs finish; enqueueing still works) until :meth:`resume_queue`."""
+        self.backend.set_queue(_queue_name(name), paused=True)
+
+    def resume_queue(self, name: str) -> None:
+        self.backend.set_queue(_queue_name(name), paused=False)
+        for worker in list(self._workers):
+            worker.notify()
+
+    def set_max_depth(self, name: str, max_depth: int | None) -> None:
+        """Backpressure: refuse enqueues (:class:`jobq.QueueFull`) that would take queue
+        ``name`` past ``max_depth`` waiting jobs; None removes the limit. Store-wide."""
+        if max_depth is not None and (
+            isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1
+        ):
+            raise ConfigurationError(f"max_depth must be an int >= 1 or None, got {max_depth!r}")
+        self.backend.set_queue(_queue_name(name), max_depth=max_depth)
+
+    def queues(self) -> dict[str, QueueSettings]:
+        """Store-wide settings (paused, max_depth) of every queue that has any."""
+        return self.backend.queue_settings()
+
+    def prune(
+        self,
+        *,
+        states: Sequence[JobState | str] | None = None,
+        older_than: timedelta | float = timedelta(0),
+        keep: int = 0,
+    ) -> int:
+        """Delete finished jobs (default: all four finished states) that finished more than
+        ``older_than`` ago, sparing the ``keep`` newest of each state; returns how many."""
+        chosen = frozenset(_state(s) for s in states) if states is not None else TERMINAL_STATES
+        if not chosen <= TERMINAL_STATES:
+            raise ConfigurationError(
+                "prune deletes finished jobs only; states must be among completed, dead, "
+                f"cancelled, expired, got {sorted(s.value for s in chosen)}"
+            )
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ConfigurationError(f"keep must be an int >= 0, got {keep!r}")
+        age = _seconds(older_than, "older_than")
+        total = 0
+        while True:
+            n = self.backend.prune(older_than=age, states=chosen, keep=keep)
+            total += n
+            if n < 10_000:
+                return total
+
     def list_jobs(
         self,
         *,
         queue: str | None = None,
         state: JobState | str | None = None,
         task: str | None = None,
+        search: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[Job]:
-        """Jobs newest first, filtered; ``limit`` is clamped to 1..1000."""
+        """Jobs newest first, filtered (``search``: text in the arguments); ``limit`` is
+        clamped to 1..1000."""
         flt = JobFilter(
             queue=validate_queue(queue) if queue is not None else None,
             state=_state(state) if state is not None else None,
             task=task,
+            search=search[:200] if search else None,
         )
         limit = max(1, min(int(limit), 1000))
-        return [Job(self, r) for r in self.backend.list_jobs(flt, limit=limit, before_id=before_id)]
+        records = self.backend.list_jobs(flt, limit=limit, before_id=before_id)
+        if flt.search is not None:
+            # a search must not reveal secret values: match only what may be shown
+            records = [r for r in records if not r.secret or _shown_match(r, flt.search)]
+        return [Job(self, r) for r in records]
 
     def stats(self) -> dict[str, dict[JobState, int]]:
         """Number of jobs per queue and state."""
@@ -301,6 +556,7 @@ class App:
         async_limit: int = 100,
         min_threads: int | None = None,
         scale_down_after: timedelta | float = timedelta(seconds=30),
+        cancel_grace: timedelta | float = timedelta(seconds=10),
     ) -> Worker:
         """Build a worker for ``queues`` (default: every queue of a registered task)."""
         if queues is None:
@@ -316,6 +572,8 @@ class App:
             weights=weights,
             poll_interval=_seconds(poll_interval, "poll_interval"),
             retention=self.retention,
+            retention_by_state=self.retention_by_state,
+            retention_count=self.retention_count,
             aging=self.aging,
             max_jobs=max_jobs,
             max_memory_mb=max_memory_mb,
@@ -323,6 +581,8 @@ class App:
             async_limit=async_limit,
             min_threads=min_threads,
             scale_down_after=_seconds(scale_down_after, "scale_down_after"),
+            cancel_grace=_seconds(cancel_grace, "cancel_grace"),
+            scheduler=self._scheduler,
         )
         self.open()
         return Worker(self, config)
@@ -343,6 +603,7 @@ class App:
         async_limit: int = 100,
         min_threads: int | None = None,
         scale_down_after: timedelta | float = timedelta(seconds=30),
+        cancel_grace: timedelta | float = timedelta(seconds=10),
         handle_signals: bool = True,
     ) -> WorkerSummary:
         """Run a worker in this process until SIGTERM/SIGINT (or, with ``burst``, until the
@@ -365,11 +626,72 @@ class App:
             async_limit=async_limit,
             min_threads=min_threads,
             scale_down_after=scale_down_after,
+            cancel_grace=cancel_grace,
         )
         if not handle_signals:
             return worker.run()
         with signal_handlers(worker):
             return worker.run()
+
+
+def _shown_match(record: JobRecord, text: str) -> bool:
+    args, kwargs = redact_args(record)
+    shown = json.dumps([args, kwargs], ensure_ascii=False).lower()
+    return text.lower() in shown
+
+
+def _secret_positions(fn: Callable[..., Any], secret: tuple[str, ...]) -> tuple[str, ...]:
+    """``secret`` plus the positional index of each named parameter that can be passed by
+    position, so ``f("ann", "hunter2")`` is redacted like ``f("ann", password="hunter2")``."""
+    if not secret:
+        return secret
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return secret
+    extra = {
+        str(i)
+        for i, p in enumerate(params)
+        if p.name in secret and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    return tuple(sorted(set(secret) | extra))
+
+
+def _retention(
+    value: timedelta | Mapping[JobState | str, timedelta | None] | None,
+) -> tuple[timedelta | None, dict[JobState, timedelta | None] | None]:
+    """``retention=`` as (default age, per-state ages); refuses anything else by name."""
+    if value is None or isinstance(value, timedelta):
+        if value is not None and value < timedelta(0):
+            raise ConfigurationError(f"retention must not be negative, got {value!r}")
+        return value, None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            "retention must be a timedelta, None, or a mapping of finished state to timedelta "
+            f"(e.g. {{'completed': timedelta(days=1), 'dead': timedelta(days=30)}}), got {value!r}"
+        )
+    per: dict[JobState, timedelta | None] = {}
+    for key, age in value.items():
+        state = _state(key)
+        if not state.is_terminal:
+            raise ConfigurationError(
+                f"retention state {state.value!r} is not a finished state; use completed, dead, "
+                "cancelled or expired"
+            )
+        if age is not None and (not isinstance(age, timedelta) or age < timedelta(0)):
+            raise ConfigurationError(
+                f"retention for {state.value} must be a timedelta >= 0 or None, got {age!r}"
+            )
+        per[state] = age
+    # states not named keep the default week
+    return timedelta(days=7), per
+
+
+def _queue_name(name: object) -> str:
+    try:
+        return validate_queue(name)
+    except InvalidJobError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _job_id(value: object) -> int:

@@ -5,6 +5,7 @@ They are control flow, not errors, so they do not derive from :class:`jobq.JobqE
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from jobq.clock import as_duration, require_aware
@@ -41,3 +42,10 @@ class Snooze(Exception):
         else:
             self.delay = as_duration(until, "Snooze delay")
         super().__init__(f"snoozed until {self.at or self.delay}")
+
+
+#: What a task sees when its job is cancelled while running and the worker stops it: asyncio's
+#: ``CancelledError`` in an ``async def`` task (at its next ``await``), and the same exception
+#: raised into a thread task that ignored ``current_job().cancel_requested`` past the worker's
+#: ``cancel_grace``. A ``BaseException``: ``except Exception`` does not swallow it.
+Cancelled = asyncio.CancelledError

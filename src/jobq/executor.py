@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 from jobq import payload
 from jobq.backends.base import Lease, Outcome, OutcomeKind
 from jobq.clock import utcnow
-from jobq.context import _current
+from jobq.context import RunningJob, _current
 from jobq.control import Cancel, Retry, Snooze
 from jobq.exceptions import PayloadError
-from jobq.job import AttemptError, Job, JobRecord
+from jobq.job import AttemptError, JobRecord
+from jobq.logs import job_fields
 from jobq.retry import DEFAULT_RETRY
+from jobq.secrets import scrub
 
 if TYPE_CHECKING:
     from jobq.app import App
@@ -32,8 +34,13 @@ MAX_TRACEBACK_CHARS = 20_000
 
 
 def _error(record: JobRecord, type_: str, message: str, tb: str | None = None) -> AttemptError:
+    """An attempt's error as stored: secret argument values scrubbed, traceback bounded."""
     return AttemptError(
-        record.attempt, utcnow(), type_, message, tb[-MAX_TRACEBACK_CHARS:] if tb else None
+        record.attempt,
+        utcnow(),
+        type_,
+        scrub(message, record) or "",
+        scrub(tb[-MAX_TRACEBACK_CHARS:], record) if tb else None,
     )
 
 
@@ -141,7 +148,7 @@ def classify(
         record.attempt,
         record.max_attempts,
         type(exc).__name__,
-        exc,
+        scrub(str(exc), record),
     )
     return failure(record, task, exc)
 
@@ -149,21 +156,30 @@ def classify(
 def timed_out(record: JobRecord, task: Task[Any, Any] | None) -> Outcome:
     """The outcome of an attempt that ran past its timeout: retried or dead by policy."""
     exc = TimeoutError(f"job ran longer than its timeout of {record.timeout}")
-    log.warning("job %s (%s) timed out after %s", record.id, record.task, record.timeout)
+    log.warning(
+        "job %s (%s) timed out after %s",
+        record.id,
+        record.task,
+        record.timeout,
+        extra=job_fields(record),
+    )
     return failure(record, task, exc, "Timeout", str(exc))
 
 
 def execute(
-    app: App, record: JobRecord, on_start: Callable[[JobRecord], None] | None = None
+    app: App,
+    record: JobRecord,
+    on_start: Callable[[JobRecord], None] | None = None,
+    job: RunningJob | None = None,
 ) -> Outcome:
     """Run one claimed job in this thread and say how it ended (an ``async def`` task runs to
-    completion on a private event loop)."""
+    completion on a private event loop). ``job`` is the handle ``current_job()`` returns."""
     call = prepare(app, record)
     if isinstance(call, Outcome):
         return call
     if on_start is not None:
         on_start(record)
-    token = _current.set(Job(app, record))
+    token = _current.set(job if job is not None else RunningJob(app, record))
     try:
         if call.task.is_async:
             result = asyncio.run(call.task.fn(*call.args, **call.kwargs))
@@ -177,7 +193,10 @@ def execute(
 
 
 async def execute_async(
-    app: App, record: JobRecord, on_start: Callable[[JobRecord], None] | None = None
+    app: App,
+    record: JobRecord,
+    on_start: Callable[[JobRecord], None] | None = None,
+    job: RunningJob | None = None,
 ) -> Outcome:
     """Run one claimed ``async def`` job on the running event loop, within its timeout.
 
@@ -189,7 +208,7 @@ async def execute_async(
         return call
     if on_start is not None:
         on_start(record)
-    token = _current.set(Job(app, record))
+    token = _current.set(job if job is not None else RunningJob(app, record))
     try:
         coro = call.task.fn(*call.args, **call.kwargs)
         timeout = record.timeout.total_seconds() if record.timeout is not None else None

@@ -6,7 +6,7 @@ Everything a caller passes is checked here, before anything is written.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,6 +64,57 @@ def validate_max_attempts(value: object) -> int:
     return value
 
 
+LIMIT_MAX = 1_000_000
+ON_CONFLICT = ("skip", "replace", "raise")
+_RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*")
+_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
+_UNITS |= {"hour": 3600, "d": 86400, "day": 86400}
+
+#: A concurrency key given as a function of the call's arguments: ``f(args, kwargs) -> str``.
+KeyFunction = Callable[[Sequence[Any], Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` starts per ``period`` (a sliding window), across every worker."""
+
+    limit: int
+    period: timedelta
+
+    @classmethod
+    def parse(cls, value: object, what: str = "rate_limit") -> RateLimit:
+        """``"10/s"``, ``"100/m"``, ``"5/10s"``, ``"1000/h"``, ``"50/d"``, ``(10, 1.5)`` or a
+        RateLimit; raises InvalidJobError naming the value otherwise."""
+        if isinstance(value, RateLimit):
+            return cls(validate_limit(value.limit, what), value.period)
+        if isinstance(value, tuple) and len(value) == 2:
+            period = as_duration(value[1], f"{what} period", allow_zero=False)
+            return cls(validate_limit(value[0], what), period)
+        if isinstance(value, str) and (m := _RATE_RE.fullmatch(value)):
+            n, mult, unit = int(m[1]), int(m[2] or 1), m[3]
+            if mult < 1:
+                raise InvalidJobError(f"{what} {value!r}: the period must be positive")
+            return cls(validate_limit(n, what), timedelta(seconds=mult * _UNITS[unit]))
+        raise InvalidJobError(
+            f"{what} must look like '10/s', '100/m', '5/10s', '1000/h' or (limit, seconds), got "
+            f"{value!r}"
+        )
+
+
+def validate_limit(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LIMIT_MAX:
+        raise InvalidJobError(f"{what} must be an int from 1 to {LIMIT_MAX:,}, got {value!r}")
+    return value
+
+
+def validate_key(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise InvalidJobError(
+            f"{what} must be a non-empty string of at most 255 characters, got {value!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class TaskDefaults:
     """What a task's jobs get unless a call says otherwise."""
@@ -74,6 +125,14 @@ class TaskDefaults:
     timeout: timedelta | None = None
     retry: RetryPolicy = DEFAULT_RETRY
     run_late: bool = False
+    #: at most this many of the task's jobs run at once (per concurrency key, if one is set)
+    concurrency_limit: int | None = None
+    #: a fixed key, or ``f(args, kwargs) -> str`` (e.g. one key per customer)
+    concurrency_key: str | KeyFunction | None = None
+    rate_limit: RateLimit | None = None
+    rate_key: str | None = None
+    #: names of secret kwargs and str(index) of secret positional args
+    secret: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -82,6 +141,23 @@ class TaskDefaults:
             validate_max_attempts(self.max_attempts)
             if self.timeout is not None:
                 as_duration(self.timeout, "timeout", allow_zero=False)
+            if self.concurrency_limit is not None:
+                validate_limit(self.concurrency_limit, "concurrency_limit")
+            if isinstance(self.concurrency_key, str):
+                validate_key(self.concurrency_key, "concurrency_key")
+            elif self.concurrency_key is not None and not callable(self.concurrency_key):
+                raise InvalidJobError(
+                    f"concurrency_key must be a string or a function (args, kwargs) -> str, "
+                    f"got {self.concurrency_key!r}"
+                )
+            if self.concurrency_key is not None and self.concurrency_limit is None:
+                raise InvalidJobError(
+                    "concurrency_key needs concurrency_limit (how many may run at once per key)"
+                )
+            if self.rate_key is not None:
+                validate_key(self.rate_key, "rate_key")
+                if self.rate_limit is None:
+                    raise InvalidJobError("rate_key needs rate_limit, e.g. rate_limit='10/s'")
         except InvalidJobError as exc:
             raise ConfigurationError(str(exc)) from None
         if not callable(getattr(self.retry, "delay", None)):
@@ -104,6 +180,17 @@ class JobOptions:
     deadline: datetime | None = None
     unique_key: str | None = None
     tags: Sequence[str] | None = None
+    on_conflict: str | None = None
+    unique_window: timedelta | float | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_key: str | None = None
+    rate_limit: RateLimit | str | tuple[int, float] | None = None
+    #: jobs (handles) or job ids this job waits for
+    depends_on: Sequence[Any] | None = None
+    allow_failed: bool | None = None
+    #: when the queue is full (max_depth), wait up to this long for room instead of raising
+    wait_if_full: timedelta | float | None = None
 
     def merged(self, other: JobOptions) -> JobOptions:
         """These options with every field that ``other`` sets taken from ``other``."""
@@ -154,6 +241,32 @@ def build_job(
         ):
             raise InvalidJobError(f"tags must be a list of non-empty strings, got {options.tags!r}")
         tags = tuple(options.tags)
+    on_conflict = options.on_conflict if options.on_conflict is not None else "skip"
+    if on_conflict not in ON_CONFLICT:
+        raise InvalidJobError(
+            f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}"
+        )
+    unique_window = (
+        as_duration(options.unique_window, "unique_window", allow_zero=False)
+        if options.unique_window is not None
+        else None
+    )
+    if unique_key is None and (options.on_conflict is not None or unique_window is not None):
+        raise InvalidJobError("on_conflict and unique_window need a unique_key")
+    concurrency_key, concurrency_limit = _concurrency(task, args, kwargs, options, defaults)
+    rate: RateLimit | None = (
+        RateLimit.parse(options.rate_limit)
+        if options.rate_limit is not None
+        else defaults.rate_limit
+    )
+    rate_key = options.rate_key if options.rate_key is not None else defaults.rate_key
+    if rate_key is not None:
+        validate_key(rate_key, "rate_key")
+        if rate is None:
+            raise InvalidJobError("rate_key needs rate_limit, e.g. rate_limit='10/s'")
+    elif rate is not None:
+        rate_key = f"task:{task}"
+    depends_on = dependency_ids(options.depends_on) if options.depends_on is not None else ()
     args_json, kwargs_json = payload.encode_args(
         list(args) if isinstance(args, tuple | list) else args,  # type: ignore[arg-type]
         dict(kwargs) if isinstance(kwargs, Mapping) else ({} if kwargs is None else kwargs),
@@ -172,4 +285,64 @@ def build_job(
         deadline=deadline,
         unique_key=unique_key,
         tags=tags,
+        on_conflict=on_conflict,
+        unique_window=unique_window,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        rate_key=rate_key,
+        rate_limit=rate.limit if rate is not None else None,
+        rate_period=rate.period if rate is not None else None,
+        depends_on=depends_on,
+        allow_failed=bool(options.allow_failed),
+        secret=defaults.secret,
     )
+
+
+def _concurrency(
+    task: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    options: JobOptions,
+    defaults: TaskDefaults,
+) -> tuple[str | None, int | None]:
+    limit = (
+        validate_limit(options.concurrency_limit, "concurrency_limit")
+        if options.concurrency_limit is not None
+        else defaults.concurrency_limit
+    )
+    key: str | None
+    if options.concurrency_key is not None:
+        key = validate_key(options.concurrency_key, "concurrency_key")
+    elif callable(defaults.concurrency_key):
+        try:
+            computed = defaults.concurrency_key(args, kwargs or {})
+        except Exception as exc:
+            raise InvalidJobError(
+                f"the task's concurrency_key function failed for this call: {exc!r}"
+            ) from exc
+        key = validate_key(computed, "concurrency_key (computed)")
+    else:
+        key = defaults.concurrency_key
+    if key is not None and limit is None:
+        raise InvalidJobError(
+            f"concurrency_key {key!r} needs a concurrency_limit (how many may run at once)"
+        )
+    if key is None and limit is not None:
+        key = f"task:{task}"
+    return key, limit
+
+
+def dependency_ids(items: object) -> tuple[int, ...]:
+    """Job ids from ``depends_on``: handles (anything with an int ``id``) or ints."""
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence | set | frozenset):
+        raise InvalidJobError(f"depends_on must be a list of jobs or job ids, got {items!r}")
+    out: list[int] = []
+    for item in items:
+        job_id = getattr(item, "id", item)
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+            raise InvalidJobError(
+                f"depends_on item {item!r} is not a job or a job id (a positive int)"
+            )
+        if job_id not in out:
+            out.append(job_id)
+    return tuple(out)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from jobq.exceptions import ConfigurationError
+from jobq.clock import as_duration
+from jobq.exceptions import ConfigurationError, JobqError
 
 
 class RetryPolicy(Protocol):
@@ -57,6 +58,13 @@ class FixedDelay:
     """The same wait before every retry."""
 
     wait: timedelta
+
+    def __post_init__(self) -> None:
+        try:
+            wait = as_duration(self.wait, "FixedDelay wait")
+        except JobqError as exc:
+            raise ConfigurationError(str(exc)) from None
+        object.__setattr__(self, "wait", wait)  # seconds given as a number become a timedelta
 
     def delay(self, attempt: int, error: BaseException) -> timedelta:
         return self.wait

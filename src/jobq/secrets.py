@@ -7,6 +7,7 @@ positional indexes as ints); each job records the names in ``JobRecord.secret``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,3 +58,34 @@ def redact_args(record: JobRecord) -> tuple[list[Any], dict[str, Any]]:
     except PayloadError:
         kwargs = {"<undecodable>": record.kwargs_json[:200]}
     return redact(args, kwargs, record.secret)
+
+
+def secret_values(record: JobRecord) -> list[str]:
+    """The text forms of a job's secret argument values (for scrubbing messages)."""
+    if not record.secret:
+        return []
+    try:
+        args, kwargs = record.args, record.kwargs
+    except PayloadError:
+        return []
+    names = set(record.secret)
+    values = [a for i, a in enumerate(args) if str(i) in names]
+    values += [v for k, v in kwargs.items() if k in names]
+    out: set[str] = set()
+    for v in values:
+        if v is None or isinstance(v, bool):
+            continue
+        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        if len(text) >= 4:  # shorter ones would blank out ordinary words and digits
+            out.update({text, repr(text)})
+    return sorted(out, key=len, reverse=True)
+
+
+def scrub(text: str | None, record: JobRecord) -> str | None:
+    """``text`` (an error message, a traceback, a log line) with the job's secret values
+    replaced by ``***``."""
+    if not text:
+        return text
+    for value in secret_values(record):
+        text = text.replace(value, REDACTED)
+    return text

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from jobq.exceptions import InvalidJobError
-from jobq.options import JobOptions, TaskDefaults
+from jobq.options import JobOptions, RateLimit, TaskDefaults
 
 if TYPE_CHECKING:
     from jobq.app import App
@@ -82,11 +83,26 @@ class Task(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: timedelta | float | None = None,
         tags: Sequence[str] | None = None,
+        on_conflict: str | None = None,
+        unique_window: timedelta | float | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
+        rate_key: str | None = None,
+        rate_limit: RateLimit | str | tuple[int, float] | None = None,
+        depends_on: Sequence[Any] | None = None,
+        allow_failed: bool | None = None,
+        wait_if_full: timedelta | float | None = None,
         connection: Any = None,
     ) -> TaskCall[P, R]:
         """This task with per-call options; ``.enqueue(...)`` on the result stores the job.
 
-        ``connection``: enqueue in that psycopg connection's open transaction (PostgreSQL).
+        ``unique_key``/``on_conflict`` ("skip", "replace", "raise")/``unique_window``: at most
+        one active job per key (see README, Unique jobs). ``depends_on``: jobs or ids that must
+        complete first (``allow_failed``: run even if one fails). ``concurrency_key``/
+        ``concurrency_limit`` and ``rate_key``/``rate_limit`` ("10/s"): limits across all
+        workers. ``wait_if_full``: wait that long for room in a full queue instead of raising
+        :class:`jobq.QueueFull`. ``connection``: enqueue in that psycopg connection's open
+        transaction (PostgreSQL).
         """
         return TaskCall(
             self,
@@ -100,9 +116,33 @@ class Task(Generic[P, R]):
                 max_attempts=max_attempts,
                 timeout=timeout,
                 tags=tags,
+                on_conflict=on_conflict,
+                unique_window=unique_window,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
+                rate_key=rate_key,
+                rate_limit=rate_limit,
+                depends_on=depends_on,
+                allow_failed=allow_failed,
+                wait_if_full=wait_if_full,
             ),
             connection,
         )
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> Call:
+        """A call of this task not yet enqueued, for :meth:`jobq.App.group`."""
+        return Call(self.name, args, kwargs, JobOptions(), self.defaults)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One task call with its options, not yet enqueued (``task.call(...)``)."""
+
+    task: str
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    options: JobOptions
+    defaults: TaskDefaults
 
 
 class TaskCall(Generic[P, R]):
@@ -115,6 +155,10 @@ class TaskCall(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         return self._enqueue([(args, kwargs)], self.connection)[0]
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> Call:
+        """A call with these options, not yet enqueued, for :meth:`jobq.App.group`."""
+        return Call(self.task.name, args, kwargs, self.job_options, self.task.defaults)
 
     def enqueue_many(
         self, calls: Iterable[Sequence[Any] | Mapping[str, Any]], *, connection: Any = None

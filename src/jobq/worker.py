@@ -23,22 +23,27 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from jobq import observe
 from jobq.backends.base import Lease, Outcome, OutcomeKind, WorkerInfo
 from jobq.clock import utcnow
+from jobq.context import RunningJob
+from jobq.control import Cancelled
 from jobq.exceptions import ConfigurationError, JobqError
 from jobq.executor import execute, execute_async, timed_out
 from jobq.job import JobRecord
+from jobq.logs import job_fields
 from jobq.options import validate_queue
-from jobq.states import TERMINAL_STATES
+from jobq.states import TERMINAL_STATES, JobState
 
 if TYPE_CHECKING:
     from jobq.app import App
+    from jobq.periodic import Scheduler
 
 log = logging.getLogger("jobq.worker")
 
@@ -81,6 +86,21 @@ class WorkerConfig:
     #: How many ``async def`` jobs run at once on this process's event loop (they take no
     #: thread; sync and async jobs may share a queue).
     async_limit: int = 100
+    #: A job cancelled while running is told so (``current_job().cancel_requested``; async
+    #: tasks are cancelled at once); a thread task still running after this long gets
+    #: ``jobq.Cancelled`` raised into it and its thread is replaced.
+    cancel_grace: timedelta = timedelta(seconds=10)
+    #: How often running jobs are checked for cancellation, and progress is written.
+    watch_interval: timedelta = timedelta(seconds=0.5)
+    #: Keep finished jobs this long (one age for all, or per state; None: forever) ...
+    retention_by_state: Mapping[JobState, timedelta | None] | None = None
+    #: ... and at most this many finished jobs per state (None: no count limit).
+    retention_count: int | None = None
+    #: Periodic schedules this worker's leader enqueues (see jobq.periodic).
+    scheduler: Scheduler | None = None
+    #: Serve this process's Prometheus metrics on this port (see jobq.metrics). None: don't.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -170,6 +190,10 @@ class _Held:
     lost: bool = False
     is_async: bool = False
     future: concurrent.futures.Future[None] | None = None  # an async job's run on the loop
+    job: RunningJob | None = None  # what current_job() returns inside the task
+    ident: int | None = None  # the executor thread's id, while it runs the job
+    lost_at: float | None = None  # monotonic time the lease was found gone
+    progress: tuple[float | None, str | None] | None = None  # reported, not yet written
 
 
 class Worker:
@@ -232,6 +256,7 @@ class Worker:
             cfg.threads,
             cfg.lease.total_seconds(),
         )
+        stop_metrics = observe.serve_metrics(cfg.metrics_port, cfg.metrics_host)
         for _ in range(cfg.min_threads or cfg.threads):
             self._start_thread()
         self.app._workers.add(self)
@@ -240,6 +265,7 @@ class Worker:
         try:
             self._loop()
         finally:
+            stop_metrics()
             unsubscribe()
             self.app._workers.discard(self)
             self._shutdown()
@@ -255,6 +281,7 @@ class Worker:
         next_heartbeat = time.monotonic() + heartbeat_every
         next_maintenance = 0.0
         next_poll = 0.0
+        next_watch = 0.0
         token = self.backend.change_token()
         idle_step = 0.001
         while not self._stopping.is_set():
@@ -270,6 +297,9 @@ class Worker:
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + heartbeat_every
+            if now >= next_watch:
+                self._watch(now)
+                next_watch = now + cfg.watch_interval.total_seconds()
             self._check_timeouts(now)
             if now >= self._next_promote:
                 self._next_promote = float("inf")
@@ -298,6 +328,7 @@ class Worker:
                 next_heartbeat,
                 next_maintenance,
                 next_poll,
+                next_watch if self._held else float("inf"),
                 self._next_timeout(),
                 self._next_promote,
             )
@@ -365,7 +396,9 @@ class Worker:
                 assert r.lease_token is not None
                 task = self.app._tasks.get(r.task)
                 is_async = task is not None and task.is_async
-                self._held[r.id] = _Held(r, Lease(r.id, r.lease_token), is_async=is_async)
+                h = _Held(r, Lease(r.id, r.lease_token), is_async=is_async)
+                h.job = RunningJob(self.app, r, self._progress_reporter(h))
+                self._held[r.id] = h
         if free > 0:
             self._maybe_work = len(records) == free
         self.summary.claimed += len(records)
@@ -414,19 +447,90 @@ class Worker:
             self._store_failed("renewing leases", exc)
             return
         self._store_ok()
+        self._mark_lost(leases, held)
+
+    def _mark_lost(self, leases: list[Lease], held: set[int]) -> None:
+        """Jobs whose lease is gone (cancelled, or expired and rescued): tell the task, cancel
+        an async one at once; a thread gets ``cancel_grace`` to stop (see :meth:`_watch`)."""
+        now = time.monotonic()
         with self._lock:
             for lease in leases:
-                if lease.job_id not in held and lease.job_id in self._held:
-                    h = self._held[lease.job_id]
-                    h.lost = True
-                    if h.future is not None:  # an async job can really be stopped
-                        h.future.cancel()
-                    self.summary.lost_leases += 1
-                    log.warning(
-                        "job %s: lease lost (expired and rescued, or cancelled); its "
-                        "outcome will not be recorded",
-                        lease.job_id,
-                    )
+                h = self._held.get(lease.job_id)
+                if lease.job_id in held or h is None or h.lost or h.lease != lease:
+                    continue
+                h.lost = True
+                h.lost_at = now
+                if h.job is not None:
+                    h.job._request_cancel()
+                if h.future is not None:  # an async job can really be stopped
+                    h.future.cancel()
+                self.summary.lost_leases += 1
+                log.warning(
+                    "job %s: its lease is gone (cancelled, or expired and rescued); the task "
+                    "is asked to stop and its outcome will not be recorded",
+                    lease.job_id,
+                    extra=job_fields(h.record),
+                )
+
+    def _watch(self, now: float) -> None:
+        """Write reported progress, notice running jobs that were cancelled, and hard-stop
+        thread tasks that ignored a cancellation for ``cancel_grace``."""
+        with self._lock:
+            running = [h for h in self._held.values() if h.started is not None]
+            progress = [(h.lease, h.progress) for h in running if h.progress is not None]
+            for h in running:
+                h.progress = None
+            leases = [h.lease for h in running if not h.lost]
+        try:
+            for lease, (fraction, message) in progress:
+                self.backend.set_progress(lease, fraction, message)
+            held = self.backend.held(leases) if leases else set()
+        except JobqError as exc:
+            self._store_failed("checking running jobs", exc)
+            return
+        self._mark_lost(leases, held)
+        grace = self.config.cancel_grace.total_seconds()
+        with self._lock:
+            overdue = [
+                h
+                for h in self._held.values()
+                if h.lost
+                and h.lost_at is not None
+                and now - h.lost_at > grace
+                and not h.is_async
+                and h.thread is not None
+                and h.thread not in self._abandoned
+            ]
+        for h in overdue:
+            self._hard_stop(h)
+
+    def _hard_stop(self, h: _Held) -> None:
+        """Raise ``jobq.Cancelled`` into the thread running a cancelled job and give its slot to
+        a fresh thread; a thread that still does not return counts as stuck (``stuck_grace``)."""
+        log.warning(
+            "job %s: still running %gs after it was cancelled; raising Cancelled in thread %s",
+            h.record.id,
+            self.config.cancel_grace.total_seconds(),
+            h.thread,
+            extra=job_fields(h.record),
+        )
+        assert h.thread is not None
+        with self._lock:
+            if self._held.get(h.record.id) is not h:
+                return  # the task returned meanwhile; its thread moved on
+            del self._held[h.record.id]
+            self._abandoned[h.thread] = time.monotonic()
+            self._live_threads -= 1
+            self._busy_threads -= 1
+            if h.ident is not None:
+                _raise_in_thread(h.ident, Cancelled)
+        self._start_thread()
+
+    def _progress_reporter(self, h: _Held) -> Callable[[float | None, str | None], None]:
+        def report(fraction: float | None, message: str | None) -> None:
+            h.progress = (fraction, message)
+
+        return report
 
     def _store_failed(self, what: str, exc: JobqError) -> None:
         """One clear line when the job store becomes unreachable, then quiet retries with
@@ -474,12 +578,27 @@ class Worker:
                 # aging scans the available jobs, so it runs a few times per aging step only
                 self._next_aging = time.monotonic() + max(cfg.aging.every.total_seconds() / 4, 1)
                 self.backend.age(every=cfg.aging.every, max_boost=cfg.aging.max_boost)
-            if cfg.retention is not None and random.random() < 0.02:
-                self.backend.prune(older_than=cfg.retention, states=TERMINAL_STATES)
+            if cfg.scheduler is not None and cfg.scheduler.tick(self.backend):
+                self._maybe_work = True
+            if random.random() < 0.02:
+                self._prune()
                 # workers killed without unregistering stay listed (as not alive) a while
                 self.backend.prune_workers(older_than=max(10 * cfg.lease, timedelta(minutes=10)))
         except JobqError as exc:
             self._store_failed("maintenance", exc)
+
+    def _prune(self) -> None:
+        """Retention: finished jobs older than their state's age, and beyond the count."""
+        cfg = self.config
+        by_state = cfg.retention_by_state or {}
+        for state in sorted(TERMINAL_STATES):
+            age = by_state.get(state, cfg.retention)
+            if age is not None:
+                self.backend.prune(older_than=age, states=frozenset({state}))
+            if cfg.retention_count is not None:
+                self.backend.prune(
+                    older_than=timedelta(0), states=frozenset({state}), keep=cfg.retention_count
+                )
 
     def recycle(self, reason: str) -> None:
         """Stop gracefully so that a supervisor starts a fresh process in this one's place."""
@@ -537,9 +656,15 @@ class Worker:
                     expired.append(h)
         for h in expired:
             outcome = timed_out(h.record, self.app._tasks.get(h.record.task))
-            log.warning("job %s: its thread %s is abandoned to it", h.record.id, h.thread)
+            log.warning(
+                "job %s: its thread %s is abandoned to it",
+                h.record.id,
+                h.thread,
+                extra=job_fields(h.record),
+            )
             self.summary.timed_out += 1
             with self._lock:
+                observe.job_finished(h.record, outcome, h.started)
                 self._acks.append(outcome)
             # The stuck thread keeps its OS thread until the task returns; a fresh thread takes
             # its slot so the pool keeps its size.
@@ -648,6 +773,14 @@ class Worker:
             log.debug("scaled up to %d threads", self._live_threads)
 
     def _run_jobs(self) -> None:
+        try:
+            self._take_jobs()
+        except Cancelled:
+            if threading.current_thread().name not in self._abandoned:
+                raise
+            # hard-stopped after a cancellation; its slot went to a fresh thread
+
+    def _take_jobs(self) -> None:
         name = threading.current_thread().name
         idle = self.config.scale_down_after.total_seconds()
         while True:
@@ -672,7 +805,8 @@ class Worker:
                 continue
             with self._lock:
                 self._busy_threads += 1
-            outcome = execute(self.app, record, on_start=lambda r: self._started(r, name))
+                job = h.job if h is not None else None
+            outcome = execute(self.app, record, on_start=lambda r: self._started(r, name), job=job)
             self._finished(record, outcome)
             if name in self._abandoned:
                 return  # its slot was counted out and given to a replacement thread
@@ -684,6 +818,7 @@ class Worker:
         with self._lock:
             h = self._held.get(record.id)
             if h is not None and outcome is not None and not h.timed_out and not h.lost:
+                observe.job_finished(record, outcome, h.started)  # counted before it is stored
                 self._acks.append(outcome)
             elif h is not None and h.lost:
                 self._held.pop(record.id, None)
@@ -691,6 +826,7 @@ class Worker:
                     "job %s ended (%s) after its lease was lost; nothing recorded",
                     record.id,
                     outcome.kind.value if outcome else "cancelled",
+                    extra=job_fields(record),
                 )
         self._wake.set()
 
@@ -716,8 +852,11 @@ class Worker:
         assert self._async_slots is not None
         async with self._async_slots:
             try:
+                with self._lock:
+                    h = self._held.get(record.id)
+                    job = h.job if h is not None else None
                 outcome = await execute_async(
-                    self.app, record, on_start=lambda r: self._started(r, "asyncio")
+                    self.app, record, on_start=lambda r: self._started(r, "asyncio"), job=job
                 )
             except asyncio.CancelledError:
                 self._finished(record, None)
@@ -739,6 +878,8 @@ class Worker:
             if h is not None:
                 h.started = time.monotonic()
                 h.thread = thread
+                h.ident = threading.get_ident()
+        observe.job_started(record)
         if record.timeout is not None:
             self._wake.set()
 
@@ -798,6 +939,18 @@ def signal_handlers(worker: Worker) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _raise_in_thread(ident: int, exc: type[BaseException]) -> bool:
+    """Raise ``exc`` in thread ``ident`` at its next Python instruction (CPython); a thread
+    blocked in C code (a socket read) sees it only when that call returns."""
+    import ctypes
+
+    n = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
+    if n > 1:  # never expected: undo rather than hit the wrong threads
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+        return False
+    return bool(n == 1)
 
 
 def resident_mb() -> float:

@@ -15,27 +15,33 @@ Flow control (scheduling, limits, dependencies) is part of the same contract:
 
 * **Unique jobs.** A job with a ``unique_key`` conflicts with any job holding the same key in an
   active state (scheduled, blocked, available, running), and, when ``unique_window`` is set, with
-  any job of that key created within the window (whatever its state). ``on_conflict`` says what
-  happens: ``skip`` returns the holder's record instead of inserting; ``replace`` rewrites the
-  holder's payload, priority, run_at, deadline, timeout, max_attempts and tags when it has not
-  started yet (scheduled or available: Action.REPLACE), and raises UniqueConflict when it is
-  running or blocked or finished; ``raise`` raises UniqueConflict. A raise refuses the whole
-  call: nothing of it is written. Enforced by the store, race-free between processes.
+  any job of that key created within the window (``created_at > now - unique_window``, whatever
+  its state). ``on_conflict`` says what happens: ``skip`` returns the holder's record instead of
+  inserting (the active holder if there is one, else the newest job in the window); ``replace``
+  rewrites the holder's payload, priority, run_at, deadline, timeout, max_attempts and tags when
+  it has not started yet (scheduled or available: Action.REPLACE), and raises UniqueConflict when
+  it is running or blocked or finished; ``raise`` raises UniqueConflict. A UniqueConflict (a
+  raise, or a refused replace) refuses the whole call: nothing of it is written. Enforced by the
+  store, race-free between processes.
 * **Dependencies.** ``depends_on`` ids (and ``depends_on_batch``: indexes of earlier jobs of the
   same call) must exist, else DependencyError and nothing written. A job whose dependencies are
-  not all resolved is enqueued ``blocked``. A dependency is resolved when it completes, or, with
-  ``allow_failed``, when it ends in any terminal state. When a dependency ends dead, cancelled
+  not all resolved is enqueued ``blocked``. A batch index names the record returned at that
+  position (for a skipped unique job: its holder). A record's ``depends_on`` holds every
+  dependency id, ascending, without duplicates. A dependency is resolved when it completes, or,
+  with ``allow_failed``, when it ends in any terminal state. When a dependency ends dead, cancelled
   or expired and the dependent does not allow failure, the dependent is cancelled (Action.CANCEL,
   with an AttemptError of type ``DependencyFailed`` naming the dependency), and so on down the
   chain, in the same transaction. When the last dependency resolves, the job moves to
   ``available`` (or ``scheduled`` if its run_at is still ahead): Action.UNBLOCK. Resolution
   happens in the same transaction as the transition that finished the dependency, on every path
   (record_outcomes, record_and_claim, cancel, cancel_many, rescue to dead, expiry at claim,
-  delete). Deleting a job counts as cancelling it for its dependents.
+  delete). Deleting a job counts as cancelling it for its dependents (the error says the
+  dependency "ended cancelled").
 * **Concurrency limits.** A job with ``concurrency_key`` is claimed only while fewer than its
   ``concurrency_limit`` jobs with that key are ``running``, across every process and machine.
 * **Rate limits.** A job with ``rate_key`` is claimed only while fewer than ``rate_limit`` jobs
-  with that key were claimed (started) within the last ``rate_period`` (a sliding window).
+  with that key were claimed (started) within the last ``rate_period`` (a sliding window: a start
+  counts while ``started_at > now - rate_period``; a released job's start still counts).
 * **Paused queues** are not claimed from (enqueue still works).
 * **Backpressure.** A queue with ``max_depth`` refuses an enqueue that would take its waiting
   jobs (scheduled, blocked, available) past it: QueueFull, nothing written.
@@ -178,7 +184,8 @@ class JobFilter:
     queue: str | None = None
     state: JobState | None = None
     task: str | None = None
-    #: case-insensitive substring of the stored args or kwargs JSON text
+    #: case-insensitive substring of the stored args or kwargs JSON text (literal: ``%`` and
+    #: ``_`` match only themselves)
     search: str | None = None
 
 
@@ -256,7 +263,8 @@ class Backend(Protocol):
         ...
 
     def set_progress(self, lease: Lease, fraction: float | None, message: str | None) -> bool:
-        """Store a running job's progress (fenced by its lease); False if the lease is gone."""
+        """Store a running job's progress (fenced by its lease); False if the lease is gone.
+        The last progress stays readable after the job ends."""
         ...
 
     def cancel(self, job_id: int, *, now: datetime | None = None) -> tuple[bool, JobRecord]:
@@ -265,13 +273,14 @@ class Backend(Protocol):
 
     def cancel_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
         """Cancel every active job matching ``filter`` (running ones included, as ``cancel``
-        does); dependents are resolved as for ``cancel``. Returns how many changed."""
+        does); dependents are resolved as for ``cancel``. Returns how many jobs matching the
+        filter changed (dependents cancelled by the cascade are not counted)."""
         ...
 
     def retry_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
         """``retry`` every finished job matching ``filter`` (``filter.state`` must be a terminal
-        state or None, meaning all four); jobs whose unique_key is held are skipped. Returns how
-        many were made available."""
+        state or None, meaning all four; an active state raises InvalidTransition); jobs whose
+        unique_key is held are skipped. Returns how many were made available."""
         ...
 
     def delete(self, job_id: int, *, now: datetime | None = None) -> bool:
@@ -311,7 +320,8 @@ class Backend(Protocol):
         keep: int = 0,
     ) -> int:
         """Delete up to ``limit`` finished jobs in ``states`` finished before now - older_than,
-        sparing the ``keep`` most recently finished jobs of each state."""
+        sparing the ``keep`` most recently finished jobs of each state (by finished_at, then id;
+        whatever their age)."""
         ...
 
     # -- queues ------------------------------------------------------------------------------
@@ -324,7 +334,8 @@ class Backend(Protocol):
         ...
 
     def queue_settings(self) -> dict[str, QueueSettings]:
-        """Settings of every queue that has any (queues never configured are absent)."""
+        """Settings of every queue that has any (queues never configured are absent; a queue
+        once configured stays listed, with default values if they were put back)."""
         ...
 
     # -- periodic jobs -----------------------------------------------------------------------
@@ -347,16 +358,18 @@ class Backend(Protocol):
     def acquire_lock(
         self, name: str, owner: str, ttl: timedelta, *, now: datetime | None = None
     ) -> int | None:
-        """Take lock ``name`` for ``owner`` until now + ttl if it is free or its lease expired;
-        returns the fencing token (strictly greater than every token issued for ``name``
-        before), or None if another holder's lease is still valid."""
+        """Take lock ``name`` for ``owner`` until now + ttl if it is free or its lease expired
+        (``expires_at < now``: held up to and including its expiry instant); returns the fencing
+        token (strictly greater than every token issued for ``name`` before), or None if a lease
+        is still valid, its holder's own included (not re-entrant)."""
         ...
 
     def renew_lock(
         self, name: str, token: int, ttl: timedelta, *, now: datetime | None = None
     ) -> bool:
         """Extend a held lock to now + ttl; False if ``token`` no longer holds it (expired and
-        taken over, or released)."""
+        taken over, or released). The current token may renew even after expiry, as long as
+        nobody took the lock over."""
         ...
 
     def release_lock(self, name: str, token: int) -> bool:
@@ -457,6 +470,7 @@ def log_not_recorded(outcome: Outcome) -> None:
         outcome.lease.job_id,
         outcome.kind.value,
         outcome.lease.token,
+        extra={"job_id": outcome.lease.job_id},
     )
 
 

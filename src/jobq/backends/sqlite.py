@@ -6,10 +6,31 @@
 * Every write runs in ``BEGIN IMMEDIATE`` (take the write lock first, so two writers never
   deadlock upgrading a read lock), with ``busy_timeout`` and a retry loop on top, so
   "database is locked" does not reach user code while the file is merely busy.
-* One ``UPDATE … RETURNING`` claims a whole batch, walking the partial claim index once per queue.
+* One ``UPDATE … RETURNING`` claims a whole batch, walking the partial claim index once per queue
+  (plus one for the limited jobs it takes, when there are any).
 * One connection per thread; many processes on one host may share the file.
 * Times are integer microseconds since the epoch, from this host's clock (all processes that
   share a SQLite file share this host's clock).
+
+Flow control rides on the same write lock, so every check below is race-free between processes:
+
+* Unique keys: the partial unique index over the active states is the source of truth; a
+  ``unique_window`` also looks up same-key jobs of any state through their own index.
+* Dependencies: one ``jobq_deps`` row per unresolved (dependency, dependent) pair and a pending
+  count on the dependent. A job that ever had dependents carries ``has_dependents``, so finishing
+  any other job costs nothing extra; finishing one that has them resolves them (unblock, or
+  cancel down the chain) in the same transaction, on every terminal path.
+* Limited jobs (a concurrency or rate key) live outside the regular claim index, in an index of
+  their own: a claim first takes the limited jobs :func:`jobq.backends.base.select_limited`
+  allows, counting running jobs per key and starts per rate key (``jobq_rate_starts``) inside
+  its ``BEGIN IMMEDIATE``, then fills the remaining slots from the regular claim index. A start
+  counts for the ``rate_period`` of the job that made it (jobs sharing a rate key are expected to
+  share its limit and period).
+* Paused queues and waiting limited jobs are seen by one indexed probe per claim, read in the
+  claim's own transaction: a pause takes effect on every process's next claim.
+* ``max_depth`` is counted inside the enqueue's transaction, so it is exact on SQLite (writers
+  are serialised); counting walks the queue's waiting jobs, so it costs O(depth) per enqueue
+  into a queue that has a limit, and nothing otherwise.
 """
 
 from __future__ import annotations
@@ -37,21 +58,37 @@ from jobq.backends.base import (
     NewJob,
     Outcome,
     OutcomeKind,
+    QueueSettings,
     WorkerInfo,
+    bad_batch_dependency,
+    dependency_failed,
     log_not_recorded,
     not_found,
+    not_replaceable,
     not_retryable,
+    queue_full,
     retry_conflict,
+    select_limited,
+    unique_held,
+    unknown_dependency,
 )
 from jobq.backends.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from jobq.clock import NO_DEADLINE_US, from_us, now_us, opt_from_us, td_us, to_us
 from jobq.exceptions import (
     ConfigurationError,
     DatabaseOpenError,
+    InvalidTransition,
     SchemaVersionError,
 )
 from jobq.job import JobRecord
-from jobq.states import Action, JobState, sources, state_list_sql
+from jobq.states import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Action,
+    JobState,
+    sources,
+    state_list_sql,
+)
 
 log = logging.getLogger("jobq.sqlite")
 T = TypeVar("T")
@@ -59,8 +96,11 @@ T = TypeVar("T")
 _COLUMNS = (
     "id, queue, task, args, kwargs, priority, deadline, run_at, attempt, max_attempts, timeout, "
     "unique_key, tags, state, worker_id, lease_token, leased_until, result, errors, created_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, concurrency_key, rate_key, depends_on, allow_failed, progress, "
+    "progress_message, secret"
 )
+#: How many columns ``_COLUMNS`` selects (claim rows carry their sort keys after them).
+_NCOL = 29
 _ORDER = "eff_priority DESC, deadline_key, run_at, id"
 _BUSY_RETRY_SECONDS = 60.0
 
@@ -89,6 +129,13 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         created_at,
         started_at,
         finished_at,
+        concurrency_key,
+        rate_key,
+        depends_on,
+        allow_failed,
+        progress,
+        progress_message,
+        secret,
     ) = row
     return JobRecord(
         id=id_,
@@ -113,6 +160,13 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         created_at=from_us(created_at),
         started_at=opt_from_us(started_at),
         finished_at=opt_from_us(finished_at),
+        concurrency_key=concurrency_key,
+        rate_key=rate_key,
+        depends_on=tuple(json.loads(depends_on)) if depends_on != "[]" else (),
+        allow_failed=bool(allow_failed),
+        progress=progress,
+        progress_message=progress_message,
+        secret=tuple(json.loads(secret)) if secret != "[]" else (),
     )
 
 
@@ -220,6 +274,7 @@ class SQLiteBackend:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.create_function("jobq_contains", 2, _contains, deterministic=True)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -301,31 +356,77 @@ class SQLiteBackend:
         if not jobs:
             return []
         now_ = _now(now)
-        records: list[JobRecord | None] = [None] * len(jobs)
-        plain: list[tuple[Any, ...]] = []
         with self._write() as c:
-            row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobq_jobs'").fetchone()
-            next_id = (row[0] if row else 0) + 1
-            for i, nj in enumerate(jobs):
+            return self._enqueue_in(c, jobs, now_)
+
+    def _enqueue_in(
+        self, c: sqlite3.Connection, jobs: Sequence[NewJob], now_: int
+    ) -> list[JobRecord]:
+        """Store ``jobs`` in the open write transaction ``c``; raising rolls the whole call back."""
+        row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobq_jobs'").fetchone()
+        next_id = (row[0] if row else 0) + 1
+        records: list[JobRecord] = []
+        plain: list[tuple[Any, ...]] = []
+        added: dict[str, int] = {}
+        for position, nj in enumerate(jobs):
+            if nj.unique_key is None and not nj.depends_on and not nj.depends_on_batch:
                 params = _insert_params(next_id, nj, now_)
                 next_id += 1
-                if nj.unique_key is None:
-                    plain.append(params)
-                    records[i] = _new_record(params, nj)
-                    continue
-                cur = c.execute(_INSERT + " ON CONFLICT DO NOTHING", params)
-                if cur.rowcount == 1:
-                    records[i] = _new_record(params, nj)
-                else:
-                    existing = c.execute(
-                        f"SELECT {_COLUMNS} FROM jobq_jobs WHERE unique_key = ? AND state IN "
-                        f"({state_list_sql(_ACTIVE)})",
-                        (nj.unique_key,),
-                    ).fetchone()
-                    records[i] = _row_to_record(existing)
+                plain.append(params)
+                records.append(_new_record(params, nj))
+                added[nj.queue] = added.get(nj.queue, 0) + 1
+                continue
+            # Jobs that look at stored rows (unique keys, dependencies) see every earlier job of
+            # the call: write the plain ones first.
             if plain:
                 c.executemany(_INSERT, plain)
-        return [r for r in records if r is not None]
+                plain = []
+            if nj.unique_key is not None:
+                holder = _unique_holder(c, nj, now_)
+                if holder is not None:
+                    records.append(_on_conflict(c, nj, holder, now_))
+                    continue
+            deps = _dependencies(c, nj, position, records)
+            record = _insert_with_dependencies(c, next_id, nj, deps, now_)
+            next_id += 1
+            records.append(record)
+            added[nj.queue] = added.get(nj.queue, 0) + 1
+        if plain:
+            c.executemany(_INSERT, plain)
+        self._check_depth(c, added)
+        return records
+
+    def _check_depth(self, c: sqlite3.Connection, added: dict[str, int]) -> None:
+        """QueueFull (and so a rollback) if the call took a queue past its ``max_depth``."""
+        limits = dict(
+            c.execute("SELECT queue, max_depth FROM jobq_queues WHERE max_depth IS NOT NULL")
+        )
+        for queue in added:
+            max_depth = limits.get(queue)
+            if max_depth is not None and _waiting(c, queue) > max_depth:
+                raise queue_full(queue, max_depth)
+
+    def enqueue_tick(
+        self, name: str, tick: datetime, job: NewJob, *, now: datetime | None = None
+    ) -> JobRecord | None:
+        tick_us = to_us(tick)
+        now_ = _now(now)
+        with self._write() as c:
+            row = c.execute("SELECT last_tick FROM jobq_cron WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] >= tick_us:
+                return None
+            c.execute(
+                "INSERT INTO jobq_cron (name, last_tick) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick",
+                (name, tick_us),
+            )
+            return self._enqueue_in(c, [job], now_)[0]
+
+    def cron_ticks(self) -> dict[str, datetime]:
+        return {
+            name: from_us(tick)
+            for name, tick in self._read("SELECT name, last_tick FROM jobq_cron ORDER BY name")
+        }
 
     # -- worker path -------------------------------------------------------------------------
 
@@ -359,22 +460,124 @@ class SQLiteBackend:
             return (self.record_outcomes(outcomes, now=now) if outcomes else set()), []
         with self._write() as c:
             done = self._record_in(c, outcomes, now_)
-            rows = c.execute(
-                _claim_sql(len(queues), queue_order),
+            names = {f"q{rank}": q for rank, q in enumerate(queues)}
+            # One cheap statement says whether any served queue is paused and whether any
+            # limited job is waiting; usually neither, and the claim is what it always was.
+            paused_json, any_limited = c.execute(_probe_sql(len(queues)), names).fetchone()
+            if paused_json != "[]":
+                paused = set(json.loads(paused_json))
+                queues = [q for q in queues if q not in paused]
+                if not queues:
+                    return done, []
+                names = {f"q{rank}": q for rank, q in enumerate(queues)}
+            params: dict[str, Any] = {
+                "now": now_,
+                "until": now_ + td_us(lease),
+                "worker": worker_id,
+                **names,
+            }
+            rows: list[Any] = []
+            picked = (
+                self._pick_limited(c, params, len(queues), queue_order, limit)
+                if any_limited
+                else []
+            )
+            if picked:
+                rows = c.execute(
+                    _CLAIM_SET + "WHERE id IN (SELECT value FROM json_each(:ids)) "
+                    f"RETURNING {_COLUMNS}, eff_priority, deadline_key",
+                    {**params, "ids": json.dumps(picked)},
+                ).fetchall()
+                c.execute(
+                    "INSERT INTO jobq_rate_starts (rate_key, started_at, until) "
+                    "SELECT rate_key, :now, :now + coalesce(rate_period, 0) FROM jobq_jobs "
+                    "WHERE id IN (SELECT value FROM json_each(:ids)) AND rate_key IS NOT NULL",
+                    {"now": now_, "ids": json.dumps(picked)},
+                )
+            if len(rows) < limit:
+                rows += c.execute(
+                    _claim_sql(len(queues), queue_order), {**params, "limit": limit - len(rows)}
+                ).fetchall()
+        ep, dk = _NCOL, _NCOL + 1
+        if queue_order:
+            rank_of = {q: i for i, q in enumerate(queues)}
+            rows.sort(key=lambda r: (rank_of[r[1]], -r[ep], r[dk], r[7], r[0]))
+        else:
+            rows.sort(key=lambda r: (-r[ep], r[dk], r[7], r[0]))
+        return done, [_row_to_record(r[:_NCOL]) for r in rows]
+
+    def _pick_limited(
+        self,
+        c: sqlite3.Connection,
+        params: dict[str, Any],
+        n_queues: int,
+        queue_order: bool,
+        limit: int,
+    ) -> list[int]:
+        """The ids of the limited jobs this claim may take (through ``select_limited``).
+
+        Candidates come in claim order from the limited claim index, a page at a time, leaving
+        out jobs the counts known so far already rule out; the counts (running jobs per
+        concurrency key, starts in the window per rate key) are read for the keys a page brings.
+        Counts only grow during a claim, so this takes exactly what ``select_limited`` would
+        over the whole ordered list of limited candidates.
+        """
+        running: dict[str, int] = {}
+        started: dict[str, int] = {}
+        chosen: list[int] = []
+        swept = False
+        sql = _limited_sql(n_queues, queue_order)
+        while len(chosen) < limit:
+            need = limit - len(chosen)
+            page = c.execute(
+                sql,
                 {
-                    "limit": limit,
-                    "now": now_,
-                    "until": now_ + td_us(lease),
-                    "worker": worker_id,
-                    **{f"q{rank}": q for rank, q in enumerate(queues)},
+                    **params,
+                    "limit": need,
+                    "chosen": json.dumps(chosen),
+                    "running": json.dumps(running),
+                    "started": json.dumps(started),
                 },
             ).fetchall()
-        rank_of = {q: i for i, q in enumerate(queues)}
-        if queue_order:
-            rows.sort(key=lambda r: (rank_of[r[1]], -r[22], r[23], r[7], r[0]))
-        else:
-            rows.sort(key=lambda r: (-r[22], r[23], r[7], r[0]))
-        return done, [_row_to_record(r[:22]) for r in rows]
+            if not page:
+                break
+            new_c = {r[1] for r in page if r[1] is not None and r[1] not in running}
+            if new_c:
+                running.update(dict.fromkeys(new_c, 0))
+                running.update(
+                    c.execute(
+                        "SELECT concurrency_key, count(*) FROM jobq_jobs WHERE state = 'running' "
+                        "AND concurrency_key IN (SELECT value FROM json_each(?)) "
+                        "GROUP BY concurrency_key",
+                        (json.dumps(sorted(new_c)),),
+                    ).fetchall()
+                )
+            new_r = {r[3] for r in page if r[3] is not None and r[3] not in started}
+            if new_r:
+                if not swept:
+                    c.execute("DELETE FROM jobq_rate_starts WHERE until <= ?", (params["now"],))
+                    swept = True
+                started.update(dict.fromkeys(new_r, 0))
+                started.update(
+                    c.execute(
+                        "SELECT rate_key, count(*) FROM jobq_rate_starts "
+                        "WHERE rate_key IN (SELECT value FROM json_each(?)) AND until > ? "
+                        "GROUP BY rate_key",
+                        (json.dumps(sorted(new_r)), params["now"]),
+                    ).fetchall()
+                )
+            picks = select_limited([tuple(r[:5]) for r in page], running, started, need)
+            keys = {r[0]: (r[1], r[3]) for r in page}
+            for job_id in picks:
+                ckey, rkey = keys[job_id]
+                if ckey is not None:
+                    running[ckey] += 1
+                if rkey is not None:
+                    started[rkey] += 1
+            chosen += picks
+            if len(page) < need or (not picks and not new_c and not new_r):
+                break
+        return chosen
 
     def heartbeat(
         self, leases: Sequence[Lease], *, lease: timedelta, now: datetime | None = None
@@ -392,6 +595,28 @@ class SQLiteBackend:
             ).fetchall()
         return {r[0] for r in rows}
 
+    def held(self, leases: Sequence[Lease]) -> set[int]:
+        if not leases:
+            return set()
+        rows = self._read(
+            "SELECT id FROM jobq_jobs WHERE state = 'running' AND (id, lease_token) IN "
+            "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+            " FROM json_each(?))",
+            (_leases_json(leases),),
+        )
+        return {r[0] for r in rows}
+
+    def set_progress(self, lease: Lease, fraction: float | None, message: str | None) -> bool:
+        with self._write() as c:
+            return (
+                c.execute(
+                    "UPDATE jobq_jobs SET progress = ?, progress_message = ? "
+                    "WHERE id = ? AND lease_token = ? AND state = 'running'",
+                    (fraction, message, lease.job_id, lease.token),
+                ).rowcount
+                == 1
+            )
+
     def record_outcomes(
         self, outcomes: Sequence[Outcome], *, now: datetime | None = None
     ) -> set[int]:
@@ -402,6 +627,7 @@ class SQLiteBackend:
 
     def _record_in(self, c: sqlite3.Connection, outcomes: Sequence[Outcome], now_: int) -> set[int]:
         done: set[int] = set()
+        finished: list[tuple[int, str]] = []
         for o in outcomes:
             run_at = to_us(o.run_at) if o.run_at else now_ + td_us(o.delay or timedelta(0))
             row = c.execute(
@@ -417,8 +643,12 @@ class SQLiteBackend:
             ).fetchone()
             if row is not None:
                 done.add(row[0])
+                if row[1] and o.kind in _TERMINAL_OUTCOMES:
+                    finished.append((row[0], o.kind.value))
             else:
                 log_not_recorded(o)
+        if finished:
+            _resolve(c, finished, now_)
         return done
 
     def release(self, leases: Sequence[Lease], *, now: datetime | None = None) -> set[int]:
@@ -441,26 +671,15 @@ class SQLiteBackend:
         now_ = _now(now)
         with self._write() as c:
             row = c.execute(
-                "UPDATE jobq_jobs SET state = 'cancelled', finished_at = :now, "
-                "leased_until = NULL, errors = json_insert(errors, '$[#]', json(:error)) "
-                f"WHERE id = :id AND state IN ({state_list_sql(sources(Action.CANCEL))}) "
-                f"RETURNING {_COLUMNS}",
-                {
-                    "id": job_id,
-                    "now": now_,
-                    "error": json.dumps(
-                        {
-                            "attempt": 0,
-                            "at": now_,
-                            "type": "Cancelled",
-                            "message": "cancelled through the API",
-                            "traceback": None,
-                        }
-                    ),
-                },
+                _CANCEL_SET + "WHERE id = :id AND state IN "
+                f"({state_list_sql(sources(Action.CANCEL))}) "
+                f"RETURNING {_COLUMNS}, has_dependents",
+                {"id": job_id, "now": now_, "error": _cancel_error(now_)},
             ).fetchone()
             if row is not None:
-                return True, _row_to_record(row)
+                if row[_NCOL]:
+                    _resolve(c, [(job_id, JobState.CANCELLED.value)], now_)
+                return True, _row_to_record(row[:_NCOL])
             current = c.execute(
                 f"SELECT {_COLUMNS} FROM jobq_jobs WHERE id = ?", (job_id,)
             ).fetchone()
@@ -468,15 +687,30 @@ class SQLiteBackend:
             raise not_found(job_id)
         return False, _row_to_record(current)
 
+    def cancel_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
+        states = sources(Action.CANCEL)
+        if filter.state is not None:
+            states = states & {filter.state}
+        if not states:
+            return 0
+        where, params = _filter_sql(filter, states)
+        now_ = _now(now)
+        with self._write() as c:
+            rows = c.execute(
+                _CANCEL_SET + f"WHERE {where} RETURNING id, has_dependents",
+                {**params, "now": now_, "error": _cancel_error(now_)},
+            ).fetchall()
+            finished = [(r[0], JobState.CANCELLED.value) for r in rows if r[1]]
+            if finished:
+                _resolve(c, finished, now_)
+        return len(rows)
+
     def retry(self, job_id: int, *, now: datetime | None = None) -> JobRecord:
         now_ = _now(now)
         with self._write() as c:
             try:
                 row = c.execute(
-                    "UPDATE jobq_jobs SET state = 'available', run_at = :now, "
-                    "eff_priority = priority, max_attempts = max(max_attempts, attempt + 1), "
-                    "finished_at = NULL, result = NULL, worker_id = NULL, leased_until = NULL "
-                    f"WHERE id = :id AND state IN "
+                    _RETRY_SET + "WHERE id = :id AND state IN "
                     f"({state_list_sql(sources(Action.MANUAL_RETRY))}) RETURNING {_COLUMNS}",
                     {"id": job_id, "now": now_},
                 ).fetchone()
@@ -488,6 +722,42 @@ class SQLiteBackend:
         if current is None:
             raise not_found(job_id)
         raise not_retryable(job_id, current[0])
+
+    def retry_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
+        states = sources(Action.MANUAL_RETRY)
+        if filter.state is not None:
+            if filter.state not in states:
+                raise InvalidTransition(
+                    f"retry_many cannot retry {filter.state.value} jobs: only completed, dead, "
+                    "cancelled or expired jobs can be retried (filter on one of those, or none)"
+                )
+            states = frozenset({filter.state})
+        where, params = _filter_sql(filter, states)
+        with self._write() as c:
+            # OR IGNORE: a job whose unique_key another active job holds is skipped, not an
+            # error (the unique index decides, as everywhere).
+            return c.execute(
+                "UPDATE OR IGNORE" + _RETRY_SET.removeprefix("UPDATE") + f"WHERE {where}",
+                {**params, "now": _now(now)},
+            ).rowcount
+
+    def delete(self, job_id: int, *, now: datetime | None = None) -> bool:
+        now_ = _now(now)
+        with self._write() as c:
+            row = c.execute(
+                "SELECT state, has_dependents FROM jobq_jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            if row[0] == JobState.RUNNING.value:
+                raise InvalidTransition(
+                    f"job {job_id} is running and cannot be deleted; cancel it first "
+                    f"(jobq jobs cancel {job_id}), then delete it"
+                )
+            c.execute("DELETE FROM jobq_jobs WHERE id = ?", (job_id,))
+            if row[1]:
+                _resolve(c, [(job_id, JobState.CANCELLED.value)], now_)
+        return True
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -502,7 +772,7 @@ class SQLiteBackend:
     def rescue_expired(self, *, now: datetime | None = None) -> int:
         now_ = _now(now)
         with self._write() as c:
-            return c.execute(
+            rows = c.execute(
                 "UPDATE jobq_jobs SET "
                 "state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'available' END, "
                 "finished_at = CASE WHEN attempt >= max_attempts THEN :now END, "
@@ -513,9 +783,14 @@ class SQLiteBackend:
                 "WHERE json_extract(value, '$.type') = 'WorkerLost')) "
                 "ELSE replace(:lost, '{worker}', coalesce(worker_id, '?')) END, "
                 "'traceback', NULL)) "
-                "WHERE state = 'running' AND leased_until < :now",
+                "WHERE state = 'running' AND leased_until < :now "
+                "RETURNING id, state, has_dependents",
                 {"now": now_, "lost": WORKER_LOST, "dead": WORKER_LOST_DEAD},
-            ).rowcount
+            ).fetchall()
+            dead = [(r[0], r[1]) for r in rows if r[2] and r[1] == JobState.DEAD.value]
+            if dead:
+                _resolve(c, dead, now_)
+        return len(rows)
 
     def age(self, *, every: timedelta, max_boost: int, now: datetime | None = None) -> int:
         every_us = td_us(every)
@@ -537,22 +812,118 @@ class SQLiteBackend:
         states: frozenset[JobState],
         now: datetime | None = None,
         limit: int = 10_000,
+        keep: int = 0,
     ) -> int:
-        finished = states & frozenset(
-            {JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED}
-        )
-        if not finished:
+        finished = states & TERMINAL_STATES
+        if not finished or limit <= 0:
             return 0
+        cutoff = _now(now) - td_us(older_than)
         with self._write() as c:
-            return c.execute(
-                f"DELETE FROM jobq_jobs WHERE id IN (SELECT id FROM jobq_jobs WHERE state IN "
-                f"({state_list_sql(finished)}) AND finished_at < ? LIMIT ?)",
-                (_now(now) - td_us(older_than), limit),
-            ).rowcount
+            if keep <= 0:
+                return c.execute(
+                    "DELETE FROM jobq_jobs WHERE id IN (SELECT id FROM jobq_jobs WHERE "
+                    f"{_FINISHED_INDEXED} AND state IN ({state_list_sql(finished)}) "
+                    "AND finished_at < ? LIMIT ?)",
+                    (cutoff, limit),
+                ).rowcount
+            deleted = 0
+            for state in sorted(finished):
+                if deleted >= limit:
+                    break
+                # The keep-th most recently finished job of the state: it and every job after
+                # it (by finished_at, then id) are spared.
+                in_state = f"{_FINISHED_INDEXED} AND state = '{state.value}'"
+                boundary = c.execute(
+                    f"SELECT finished_at, id FROM jobq_jobs WHERE {in_state} "
+                    "ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET ?",
+                    (keep - 1,),
+                ).fetchone()
+                if boundary is None:
+                    continue
+                deleted += c.execute(
+                    "DELETE FROM jobq_jobs WHERE id IN (SELECT id FROM jobq_jobs "
+                    f"WHERE {in_state} AND finished_at < ? AND (finished_at, id) < (?, ?) "
+                    "LIMIT ?)",
+                    (cutoff, boundary[0], boundary[1], limit - deleted),
+                ).rowcount
+            return deleted
 
     def next_due(self) -> datetime | None:
         row = self._read("SELECT min(run_at) FROM jobq_jobs WHERE state = 'scheduled'")
         return opt_from_us(row[0][0])
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | bool | None = False
+    ) -> QueueSettings:
+        with self._write() as c:
+            c.execute("INSERT INTO jobq_queues (queue) VALUES (?) ON CONFLICT DO NOTHING", (queue,))
+            if paused is not None:
+                c.execute("UPDATE jobq_queues SET paused = ? WHERE queue = ?", (int(paused), queue))
+            if max_depth is None or (
+                isinstance(max_depth, int) and not isinstance(max_depth, bool)
+            ):
+                c.execute(
+                    "UPDATE jobq_queues SET max_depth = ? WHERE queue = ?", (max_depth, queue)
+                )
+            row = c.execute(
+                "SELECT paused, max_depth FROM jobq_queues WHERE queue = ?", (queue,)
+            ).fetchone()
+        return QueueSettings(paused=bool(row[0]), max_depth=row[1])
+
+    def queue_settings(self) -> dict[str, QueueSettings]:
+        return {
+            queue: QueueSettings(paused=bool(paused), max_depth=max_depth)
+            for queue, paused, max_depth in self._read(
+                "SELECT queue, paused, max_depth FROM jobq_queues ORDER BY queue"
+            )
+        }
+
+    # -- distributed locks -------------------------------------------------------------------
+
+    def acquire_lock(
+        self, name: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> int | None:
+        now_ = _now(now)
+        with self._write() as c:
+            row = c.execute(
+                "SELECT owner, token, expires_at FROM jobq_locks WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and row[0] is not None and row[2] >= now_:
+                return None  # held, and its lease is still valid (up to its expiry instant)
+            token = 1 if row is None else row[1] + 1
+            c.execute(
+                "INSERT INTO jobq_locks (name, owner, token, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "token = excluded.token, expires_at = excluded.expires_at",
+                (name, owner, token, now_ + td_us(ttl)),
+            )
+        return int(token)
+
+    def renew_lock(
+        self, name: str, token: int, ttl: timedelta, *, now: datetime | None = None
+    ) -> bool:
+        with self._write() as c:
+            return (
+                c.execute(
+                    "UPDATE jobq_locks SET expires_at = ? "
+                    "WHERE name = ? AND token = ? AND owner IS NOT NULL",
+                    (_now(now) + td_us(ttl), name, token),
+                ).rowcount
+                == 1
+            )
+
+    def release_lock(self, name: str, token: int) -> bool:
+        with self._write() as c:
+            return (
+                c.execute(
+                    "UPDATE jobq_locks SET owner = NULL, expires_at = NULL "
+                    "WHERE name = ? AND token = ? AND owner IS NOT NULL",
+                    (name, token),
+                ).rowcount
+                == 1
+            )
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -563,24 +934,12 @@ class SQLiteBackend:
     def list_jobs(
         self, filter: JobFilter, *, limit: int = 50, before_id: int | None = None
     ) -> list[JobRecord]:
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("queue", filter.queue),
-            ("task", filter.task),
-            ("state", filter.state.value if filter.state else None),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = _filter_sql(filter, None)
         if before_id is not None:
-            where.append("id < ?")
-            params.append(before_id)
-        sql = f"SELECT {_COLUMNS} FROM jobq_jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(max(0, limit))
+            where += " AND id < :before_id"
+            params["before_id"] = before_id
+        params["limit"] = max(0, limit)
+        sql = f"SELECT {_COLUMNS} FROM jobq_jobs WHERE {where} ORDER BY id DESC LIMIT :limit"
         return [_row_to_record(r) for r in self._read(sql, params)]
 
     def stats(self) -> dict[str, dict[JobState, int]]:
@@ -652,21 +1011,46 @@ class SQLiteBackend:
         return int(self._read("PRAGMA data_version")[0][0])
 
 
-_ACTIVE = frozenset({JobState.SCHEDULED, JobState.BLOCKED, JobState.AVAILABLE, JobState.RUNNING})
-
-_INSERT = (
-    "INSERT INTO jobq_jobs (id, queue, task, args, kwargs, priority, eff_priority, deadline, "
-    "deadline_key, run_at, max_attempts, timeout, unique_key, tags, state, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: The state terms of the partial indexes of migration 1, written exactly as there: SQLite uses a
+#: partial index only for a query that repeats its WHERE term (an IN list in the same order).
+_ACTIVE_INDEXED = "state IN ('scheduled', 'blocked', 'available', 'running')"
+_FINISHED_INDEXED = "state IN ('completed', 'dead', 'cancelled', 'expired')"
+_TERMINAL_OUTCOMES = frozenset(
+    {OutcomeKind.COMPLETED, OutcomeKind.DEAD, OutcomeKind.CANCELLED, OutcomeKind.EXPIRED}
 )
 
+_INSERT_COLUMNS = (
+    "id, queue, task, args, kwargs, priority, eff_priority, deadline, deadline_key, run_at, "
+    "max_attempts, timeout, unique_key, tags, state, created_at, concurrency_key, "
+    "concurrency_limit, rate_key, rate_limit, rate_period, limited, depends_on, deps_pending, "
+    "allow_failed, secret"
+)
+_INSERT = (
+    f"INSERT INTO jobq_jobs ({_INSERT_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: where each value sits in the parameters of ``_INSERT``
+_P_RUN_AT, _P_STATE, _P_CREATED = 9, 14, 15
 
-def _insert_params(job_id: int, nj: NewJob, now: int) -> tuple[Any, ...]:
+
+def _run_at(nj: NewJob, now: int) -> int:
     if nj.run_at is not None:
-        run_at = to_us(nj.run_at)
+        return to_us(nj.run_at)
+    return now + (td_us(nj.delay) if nj.delay else 0)
+
+
+def _insert_params(
+    job_id: int,
+    nj: NewJob,
+    now: int,
+    depends_on: Sequence[int] = (),
+    pending: int = 0,
+) -> tuple[Any, ...]:
+    run_at = _run_at(nj, now)
+    if pending:
+        state = JobState.BLOCKED
     else:
-        run_at = now + (td_us(nj.delay) if nj.delay else 0)
-    state = JobState.SCHEDULED if run_at > now else JobState.AVAILABLE
+        state = JobState.SCHEDULED if run_at > now else JobState.AVAILABLE
     deadline = to_us(nj.deadline) if nj.deadline else None
     return (
         job_id,
@@ -685,6 +1069,16 @@ def _insert_params(job_id: int, nj: NewJob, now: int) -> tuple[Any, ...]:
         json.dumps(nj.tags),
         state.value,
         now,
+        nj.concurrency_key,
+        nj.concurrency_limit,
+        nj.rate_key,
+        nj.rate_limit,
+        None if nj.rate_period is None else td_us(nj.rate_period),
+        int(nj.concurrency_key is not None or nj.rate_key is not None),
+        json.dumps(list(depends_on)),
+        pending,
+        int(nj.allow_failed),
+        json.dumps(list(nj.secret)),
     )
 
 
@@ -697,50 +1091,284 @@ def _new_record(p: tuple[Any, ...], nj: NewJob) -> JobRecord:
         kwargs_json=nj.kwargs_json,
         priority=nj.priority,
         deadline=opt_from_us(p[7]),
-        run_at=from_us(p[9]),
+        run_at=from_us(p[_P_RUN_AT]),
         attempt=0,
         max_attempts=nj.max_attempts,
         timeout=nj.timeout,
         unique_key=nj.unique_key,
         tags=nj.tags,
-        state=JobState(p[14]),
+        state=JobState(p[_P_STATE]),
         worker_id=None,
         lease_token=None,
         leased_until=None,
         result_json=None,
         errors=(),
-        created_at=from_us(p[15]),
+        created_at=from_us(p[_P_CREATED]),
         started_at=None,
         finished_at=None,
+        concurrency_key=nj.concurrency_key,
+        rate_key=nj.rate_key,
+        depends_on=(),  # only jobs without dependencies take this path
+        allow_failed=nj.allow_failed,
+        secret=nj.secret,
     )
+
+
+# -- unique keys -----------------------------------------------------------------------------
+
+
+def _unique_holder(c: sqlite3.Connection, nj: NewJob, now: int) -> JobRecord | None:
+    """The job ``nj``'s unique_key conflicts with: the active holder, else (with a window)
+    the newest same-key job created within the window, whatever its state."""
+    row = c.execute(
+        f"SELECT {_COLUMNS} FROM jobq_jobs WHERE unique_key = ? AND {_ACTIVE_INDEXED}",
+        (nj.unique_key,),
+    ).fetchone()
+    if row is None and nj.unique_window is not None:
+        row = c.execute(
+            f"SELECT {_COLUMNS} FROM jobq_jobs WHERE unique_key = ? AND created_at > ? "
+            "ORDER BY created_at DESC, id DESC LIMIT 1",
+            (nj.unique_key, now - td_us(nj.unique_window)),
+        ).fetchone()
+    return None if row is None else _row_to_record(row)
+
+
+def _on_conflict(c: sqlite3.Connection, nj: NewJob, holder: JobRecord, now: int) -> JobRecord:
+    key = nj.unique_key
+    assert key is not None
+    if nj.on_conflict == "raise":
+        raise unique_held(key, holder)
+    if nj.on_conflict != "replace":
+        return holder
+    run_at = _run_at(nj, now)
+    deadline = to_us(nj.deadline) if nj.deadline else None
+    row = c.execute(
+        "UPDATE jobq_jobs SET args = :args, kwargs = :kwargs, priority = :priority, "
+        "eff_priority = :priority, run_at = :run_at, "
+        "state = CASE WHEN :run_at > :now THEN 'scheduled' ELSE 'available' END, "
+        "deadline = :deadline, deadline_key = :deadline_key, timeout = :timeout, "
+        "max_attempts = :max_attempts, tags = :tags "
+        f"WHERE id = :id AND state IN ({state_list_sql(sources(Action.REPLACE))}) "
+        f"RETURNING {_COLUMNS}",
+        {
+            "id": holder.id,
+            "now": now,
+            "args": nj.args_json,
+            "kwargs": nj.kwargs_json,
+            "priority": nj.priority,
+            "run_at": run_at,
+            "deadline": deadline,
+            "deadline_key": NO_DEADLINE_US if deadline is None else deadline,
+            "timeout": None if nj.timeout is None else td_us(nj.timeout),
+            "max_attempts": nj.max_attempts,
+            "tags": json.dumps(nj.tags),
+        },
+    ).fetchone()
+    if row is None:
+        raise not_replaceable(key, holder)
+    return _row_to_record(row)
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+
+def _dependencies(
+    c: sqlite3.Connection, nj: NewJob, position: int, earlier: Sequence[JobRecord]
+) -> list[tuple[int, str]]:
+    """(id, state) of each job ``nj`` depends on, ascending, without repeats."""
+    ids: list[int] = list(nj.depends_on)
+    for index in nj.depends_on_batch:
+        if isinstance(index, bool) or not 0 <= index < position:
+            raise bad_batch_dependency(position, index)
+        ids.append(earlier[index].id)
+    ids = sorted(set(ids))
+    if not ids:
+        return []
+    states = dict(
+        c.execute(
+            "SELECT id, state FROM jobq_jobs WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        ).fetchall()
+    )
+    for dep_id in ids:
+        if dep_id not in states:
+            raise unknown_dependency(dep_id)
+    return [(dep_id, states[dep_id]) for dep_id in ids]
+
+
+def _insert_with_dependencies(
+    c: sqlite3.Connection, job_id: int, nj: NewJob, deps: list[tuple[int, str]], now: int
+) -> JobRecord:
+    """Insert a job that has a unique key or dependencies; blocked while some are unresolved,
+    cancelled at once when one already failed (and ``nj`` does not allow failure)."""
+    active = {s.value for s in ACTIVE_STATES}
+    pending = [d for d, state in deps if state in active]
+    failed = next(
+        (
+            (d, state)
+            for d, state in deps
+            if state != JobState.COMPLETED.value and state not in active
+        ),
+        None,
+    )
+    if nj.allow_failed:
+        failed = None
+    blocked = bool(pending) or failed is not None
+    params = _insert_params(
+        job_id, nj, now, [d for d, _ in deps], max(len(pending), 1) if blocked else 0
+    )
+    row = c.execute(_INSERT + f" RETURNING {_COLUMNS}", params).fetchone()
+    if failed is not None:
+        # Its dependency already ended dead, cancelled or expired: resolved at once, as it
+        # would have been had it finished a moment later.
+        (cancelled,) = _cancel_dependents(c, [job_id], failed[0], failed[1], now)
+        return _row_to_record(cancelled[:_NCOL])
+    if pending:
+        c.executemany(
+            "INSERT INTO jobq_deps (dep_id, job_id) VALUES (?, ?)", [(d, job_id) for d in pending]
+        )
+        c.execute(
+            "UPDATE jobq_jobs SET has_dependents = 1 "
+            "WHERE id IN (SELECT value FROM json_each(?)) AND has_dependents = 0",
+            (json.dumps(pending),),
+        )
+    return _row_to_record(row)
+
+
+def _cancel_dependents(
+    c: sqlite3.Connection, job_ids: Sequence[int], dep_id: int, dep_state: str, now: int
+) -> list[Any]:
+    """Cancel the blocked jobs ``job_ids`` (that do not allow failure) because ``dep_id`` ended
+    ``dep_state``; returns their rows (``_COLUMNS``, then has_dependents)."""
+    err = dependency_failed(dep_id, dep_state, 0, from_us(now))
+    return c.execute(
+        "UPDATE jobq_jobs SET state = 'cancelled', finished_at = :now, "
+        "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', :now, "
+        "'type', :type, 'message', :message, 'traceback', NULL)) "
+        "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'blocked' "
+        f"AND allow_failed = 0 RETURNING {_COLUMNS}, has_dependents",
+        {"now": now, "ids": json.dumps(list(job_ids)), "type": err.type, "message": err.message},
+    ).fetchall()
+
+
+def _resolve(c: sqlite3.Connection, finished: list[tuple[int, str]], now: int) -> None:
+    """Resolve the dependents of jobs that just reached a terminal state (or were deleted,
+    given as cancelled), in the caller's transaction, and so on down the chain."""
+    todo = list(finished)
+    while todo:
+        dep_id, dep_state = todo.pop()
+        dependents = [
+            r[0]
+            for r in c.execute(
+                "DELETE FROM jobq_deps WHERE dep_id = ? RETURNING job_id", (dep_id,)
+            ).fetchall()
+        ]
+        if not dependents:
+            continue
+        ids = json.dumps(dependents)
+        c.execute(
+            "UPDATE jobq_jobs SET deps_pending = deps_pending - 1 "
+            "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'blocked' "
+            "AND (:completed OR allow_failed = 1)",
+            {"ids": ids, "completed": int(dep_state == JobState.COMPLETED.value)},
+        )
+        c.execute(
+            "UPDATE jobq_jobs SET state = CASE WHEN run_at > :now THEN 'scheduled' "
+            "ELSE 'available' END, eff_priority = priority "
+            "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'blocked' "
+            "AND deps_pending <= 0",
+            {"ids": ids, "now": now},
+        )
+        if dep_state != JobState.COMPLETED.value:
+            for row in _cancel_dependents(c, dependents, dep_id, dep_state, now):
+                if row[_NCOL]:
+                    todo.append((row[0], JobState.CANCELLED.value))
+
+
+def _waiting(c: sqlite3.Connection, queue: str) -> int:
+    """The queue's scheduled, blocked and available jobs, counted through partial indexes."""
+    return int(
+        c.execute(
+            "SELECT (SELECT count(*) FROM jobq_jobs WHERE state = 'available' AND limited = 0 "
+            "AND queue = :q) + (SELECT count(*) FROM jobq_jobs WHERE state = 'available' "
+            "AND limited = 1 AND queue = :q) + (SELECT count(*) FROM jobq_jobs "
+            "WHERE state IN ('scheduled', 'blocked') AND queue = :q)",
+            {"q": queue},
+        ).fetchone()[0]
+    )
+
+
+# -- claims ----------------------------------------------------------------------------------
+
+_CLAIM_SET = (
+    "UPDATE jobq_jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker, "
+    "lease_token = lower(hex(randomblob(8))), leased_until = :until, started_at = :now, "
+    "progress = NULL, progress_message = NULL "
+)
 
 
 @functools.lru_cache(maxsize=64)
 def _claim_sql(n_queues: int, queue_order: bool) -> str:
-    """One UPDATE that leases the best ``:limit`` available jobs of queues ``:q0..:qN``.
+    """One UPDATE that leases the best ``:limit`` unlimited available jobs of queues
+    ``:q0..:qN``.
 
     Each queue's candidates come from its own walk of the partial claim index (so the cost is
     O(log n) per queue, whatever the backlog), then the union is ordered once more.
     """
     parts = [
         f"SELECT * FROM (SELECT id, {rank} AS qrank, eff_priority, deadline_key, run_at "
-        f"FROM jobq_jobs WHERE state = 'available' AND queue = :q{rank} "
+        f"FROM jobq_jobs WHERE state = 'available' AND limited = 0 AND queue = :q{rank} "
         f"ORDER BY {_ORDER} LIMIT :limit)"
         for rank in range(n_queues)
     ]
     order = ("qrank, " if queue_order else "") + _ORDER
     return (
-        "UPDATE jobq_jobs SET state = 'running', attempt = attempt + 1, worker_id = :worker, "
-        "lease_token = lower(hex(randomblob(8))), leased_until = :until, started_at = :now "
-        f"WHERE id IN (SELECT id FROM ({' UNION ALL '.join(parts)}) ORDER BY {order} "
-        f"LIMIT :limit) RETURNING {_COLUMNS}, eff_priority, deadline_key"
+        _CLAIM_SET + f"WHERE id IN (SELECT id FROM ({' UNION ALL '.join(parts)}) "
+        f"ORDER BY {order} LIMIT :limit) RETURNING {_COLUMNS}, eff_priority, deadline_key"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_sql(n_queues: int) -> str:
+    """(JSON list of the paused queues among ``:q0..:qN``, whether any of them has a limited
+    job available)."""
+    names = ", ".join(f":q{rank}" for rank in range(n_queues))
+    return (
+        "SELECT (SELECT json_group_array(queue) FROM jobq_queues WHERE paused = 1 "
+        f"AND queue IN ({names})), EXISTS (SELECT 1 FROM jobq_jobs WHERE state = 'available' "
+        f"AND limited = 1 AND queue IN ({names}))"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _limited_sql(n_queues: int, queue_order: bool) -> str:
+    """The next ``:limit`` limited candidates of queues ``:q0..:qN`` in claim order, leaving out
+    ids in ``:chosen`` and jobs the counts in ``:running``/``:started`` (JSON objects of key ->
+    count) already rule out. Rows: id, concurrency_key, concurrency_limit, rate_key,
+    rate_limit (the shape ``select_limited`` takes)."""
+    cols = "id, concurrency_key, concurrency_limit, rate_key, rate_limit"
+    parts = [
+        f"SELECT * FROM (SELECT {cols}, {rank} AS qrank, eff_priority, deadline_key, run_at "
+        f"FROM jobq_jobs WHERE state = 'available' AND limited = 1 AND queue = :q{rank} "
+        "AND id NOT IN (SELECT value FROM json_each(:chosen)) "
+        "AND (concurrency_limit IS NULL OR coalesce((SELECT value FROM json_each(:running) "
+        "WHERE key = concurrency_key), 0) < concurrency_limit) "
+        "AND (rate_limit IS NULL OR coalesce((SELECT value FROM json_each(:started) "
+        "WHERE key = rate_key), 0) < rate_limit) "
+        f"ORDER BY {_ORDER} LIMIT :limit)"
+        for rank in range(n_queues)
+    ]
+    order = ("qrank, " if queue_order else "") + _ORDER
+    return f"SELECT {cols} FROM ({' UNION ALL '.join(parts)}) ORDER BY {order} LIMIT :limit"
+
+
+# -- outcomes and operator actions -----------------------------------------------------------
 
 
 def _fenced(set_clause: str) -> str:
     return (
         f"UPDATE jobq_jobs SET {set_clause} WHERE id = :id AND lease_token = :token "
-        "AND state = 'running' RETURNING id"
+        "AND state = 'running' RETURNING id, has_dependents"
     )
 
 
@@ -771,6 +1399,58 @@ _OUTCOME_SQL = {
         f"state = 'expired', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"
     ),
 }
+
+_CANCEL_SET = (
+    "UPDATE jobq_jobs SET state = 'cancelled', finished_at = :now, "
+    "leased_until = NULL, errors = json_insert(errors, '$[#]', json(:error)) "
+)
+_RETRY_SET = (
+    "UPDATE jobq_jobs SET state = 'available', run_at = :now, "
+    "eff_priority = priority, max_attempts = max(max_attempts, attempt + 1), "
+    "finished_at = NULL, result = NULL, worker_id = NULL, leased_until = NULL "
+)
+
+
+def _cancel_error(now: int) -> str:
+    return json.dumps(
+        {
+            "attempt": 0,
+            "at": now,
+            "type": "Cancelled",
+            "message": "cancelled through the API",
+            "traceback": None,
+        }
+    )
+
+
+def _filter_sql(
+    filter: JobFilter, states: frozenset[JobState] | set[JobState] | None
+) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause (never empty) and its parameters for ``filter``; ``states`` (when given)
+    replaces ``filter.state``."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    if states is not None:
+        where.append(f"state IN ({state_list_sql(states)})")
+    elif filter.state is not None:
+        where.append("state = :state")
+        params["state"] = filter.state.value
+    if filter.queue is not None:
+        where.append("queue = :queue")
+        params["queue"] = filter.queue
+    if filter.task is not None:
+        where.append("task = :task")
+        params["task"] = filter.task
+    if filter.search:
+        where.append("(jobq_contains(args, :search) OR jobq_contains(kwargs, :search))")
+        params["search"] = filter.search.lower()
+    return " AND ".join(where) or "1", params
+
+
+def _contains(text: str | None, needle: str | None) -> bool:
+    """SQL ``jobq_contains(text, needle)``: ``needle`` (already lower case) occurs in ``text``,
+    ignoring case (Unicode-aware, unlike SQLite's ``lower``)."""
+    return text is not None and needle is not None and needle in text.lower()
 
 
 def _leases_json(leases: Sequence[Lease]) -> str:

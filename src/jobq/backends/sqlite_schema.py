@@ -80,4 +80,94 @@ MIGRATIONS.append(
     ]
 )
 
+MIGRATIONS.append(
+    # 3: flow control. New job columns (limits, dependencies, progress, secrets); the claim index
+    # now holds only unlimited jobs, so limited jobs (a concurrency or rate key) never sit in the
+    # regular claim's path and get an index of their own; plus the tables of dependency edges,
+    # queue settings, rate-limit starts, periodic ticks and distributed locks.
+    [
+        "ALTER TABLE jobq_jobs ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE jobq_jobs ADD COLUMN concurrency_limit INTEGER",
+        "ALTER TABLE jobq_jobs ADD COLUMN rate_key TEXT",
+        "ALTER TABLE jobq_jobs ADD COLUMN rate_limit INTEGER",
+        "ALTER TABLE jobq_jobs ADD COLUMN rate_period INTEGER",  # microseconds
+        # 1 when concurrency_key or rate_key is set: claimed through jobq_jobs_claim_limited
+        "ALTER TABLE jobq_jobs ADD COLUMN limited INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobq_jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]'",  # JSON ids
+        # dependencies not resolved yet (the job is blocked while this is above zero)
+        "ALTER TABLE jobq_jobs ADD COLUMN deps_pending INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobq_jobs ADD COLUMN allow_failed INTEGER NOT NULL DEFAULT 0",
+        # 1 once a job has had dependents: only then does finishing it look for them
+        "ALTER TABLE jobq_jobs ADD COLUMN has_dependents INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobq_jobs ADD COLUMN progress REAL",
+        "ALTER TABLE jobq_jobs ADD COLUMN progress_message TEXT",
+        "ALTER TABLE jobq_jobs ADD COLUMN secret TEXT NOT NULL DEFAULT '[]'",  # JSON names
+        "DROP INDEX jobq_jobs_claim",
+        """
+        CREATE INDEX jobq_jobs_claim ON jobq_jobs
+            (queue, eff_priority DESC, deadline_key, run_at, id)
+            WHERE state = 'available' AND limited = 0
+        """,
+        """
+        CREATE INDEX jobq_jobs_claim_limited ON jobq_jobs
+            (queue, eff_priority DESC, deadline_key, run_at, id)
+            WHERE state = 'available' AND limited = 1
+        """,
+        """
+        CREATE INDEX jobq_jobs_running_key ON jobq_jobs (concurrency_key)
+            WHERE state = 'running' AND concurrency_key IS NOT NULL
+        """,
+        # waiting jobs that are not available (max_depth counts these with the claim indexes)
+        """
+        CREATE INDEX jobq_jobs_waiting ON jobq_jobs (queue)
+            WHERE state IN ('scheduled', 'blocked')
+        """,
+        # unique_window: same-key jobs in any state, newest first
+        """
+        CREATE INDEX jobq_jobs_unique_recent ON jobq_jobs (unique_key, created_at)
+            WHERE unique_key IS NOT NULL
+        """,
+        # one row per unresolved dependency of a blocked job, found by the dependency
+        """
+        CREATE TABLE jobq_deps (
+            dep_id INTEGER NOT NULL,
+            job_id INTEGER NOT NULL,
+            PRIMARY KEY (dep_id, job_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE jobq_queues (
+            queue TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0,
+            max_depth INTEGER
+        )
+        """,
+        # one row per start of a rate-limited job, kept until its window has passed
+        """
+        CREATE TABLE jobq_rate_starts (
+            rate_key TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            until INTEGER NOT NULL                   -- started_at + the job's rate_period
+        )
+        """,
+        "CREATE INDEX jobq_rate_starts_key ON jobq_rate_starts (rate_key, until)",
+        "CREATE INDEX jobq_rate_starts_until ON jobq_rate_starts (until)",
+        """
+        CREATE TABLE jobq_cron (
+            name TEXT PRIMARY KEY,
+            last_tick INTEGER NOT NULL
+        )
+        """,
+        # token only ever grows; owner/expires_at are NULL while the lock is free
+        """
+        CREATE TABLE jobq_locks (
+            name TEXT PRIMARY KEY,
+            owner TEXT,
+            token INTEGER NOT NULL,
+            expires_at INTEGER
+        )
+        """,
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

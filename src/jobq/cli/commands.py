@@ -16,9 +16,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jobq.app import DEFAULT_URL_ENV, App
 from jobq.backends import redact_url
+from jobq.cli import telemetry
 from jobq.cli.apps import app_for, load_app
 from jobq.cli.arguments import json_arg, parse_queues
+from jobq.cli.bulk import enqueue_from_file, retry_all_or_none
 from jobq.cli.errors import EXIT_OK, EXIT_RUNTIME, CliError, UsageError, describe, print_error
+from jobq.cli.flow import bulk_cancel
+from jobq.cli.progress import Rates
 from jobq.cli.render import (
     dumps,
     format_table,
@@ -54,8 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         queues, weights = parse_queues(args.queues)
     app = load_app(args.app_spec)
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = telemetry.log_handler(args)  # --log-format; job lines carry the job's fields
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(args.log_level)
@@ -90,12 +93,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 summary = worker.run()
             return EXIT_RECYCLE if summary.exit_reason == "recycle" else EXIT_OK
         app.close()  # the supervisor itself runs no jobs
-        supervisor = Supervisor(
-            worker_command(args.app_spec, _child_args(args)),
-            args.processes,
-            burst=args.burst,
-        )
-        return supervisor.run()
+        with telemetry.supervisor_metrics(args):  # --metrics-port, summed over the processes
+            supervisor = Supervisor(
+                worker_command(args.app_spec, _child_args(args)),
+                args.processes,
+                burst=args.burst,
+            )
+            return supervisor.run()
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -129,6 +133,7 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         argv.append("--burst")
     if args.traceback:
         argv.append("--traceback")
+    argv += telemetry.child_args(args)
     return argv
 
 
@@ -153,6 +158,8 @@ def _supervisor_lost(worker: Worker) -> None:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
+    if args.from_file is not None:
+        return enqueue_from_file(args)
     call_args = json_arg(args.args, "--args", list)
     call_kwargs = json_arg(args.kwargs, "--kwargs", dict) if args.kwargs is not None else None
     with app_for(args) as app:
@@ -174,17 +181,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             _print_status(app, args.json)
             return EXIT_OK
         n = 0
+        rates = Rates()
         try:
             while True:
                 if args.json:
                     out(dumps(_status_doc(app), indent=None))
                 else:
                     clock = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+                    totals = stats_json(app.stats())["total"]
                     sys.stdout.write(_CLEAR_SCREEN)
                     out(
                         f"jobq status  {redact_url(app.url)}  {clock}  "
-                        f"(every {args.interval:g}s, Ctrl-C to stop)\n"
+                        f"(every {args.interval:g}s, Ctrl-C to stop)"
                     )
+                    out(rates.line(totals) or "measuring throughput...")
+                    out()
                     _print_status(app, False)
                 sys.stdout.flush()
                 n += 1
@@ -277,6 +288,10 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             "tags",
             "worker_id",
             "leased_until",
+            "progress",
+            "depends_on",
+            "concurrency_key",
+            "rate_key",
         ]
         width = max(len(f) for f in [*fields, "args", "kwargs", "result"])
         for f in fields:
@@ -289,6 +304,16 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
                 value = ", ".join(d["tags"]) or None
             elif f == "timeout" and value is not None:
                 value = f"{value:g}s"
+            elif f == "progress" and value is not None:
+                value = f"{value:.0%}" + (
+                    f" {d['progress_message']}" if d["progress_message"] else ""
+                )
+            elif f == "progress" and d["progress_message"]:
+                value = d["progress_message"]
+            elif f == "depends_on":
+                value = ", ".join(str(i) for i in value) or None
+                if value and d["allow_failed"]:
+                    value += " (runs even if one fails)"
             out(f"{f + ':':<{width + 1}} {'-' if value is None else value}")
         for f in ("args", "kwargs", "result"):
             out(f"{f + ':':<{width + 1}} {dumps(d[f], indent=None)}")
@@ -303,6 +328,9 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
+    bulk = retry_all_or_none(args)
+    if bulk is not None:
+        return bulk
     code = EXIT_OK
     with app_for(args) as app:
         for job_id in args.ids:
@@ -317,6 +345,9 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    bulk = bulk_cancel(args)
+    if bulk is not None:
+        return bulk
     code = EXIT_OK
     with app_for(args) as app:
         for job_id in args.ids:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, NoReturn
 
 from jobq.app import DEFAULT_URL_ENV
+from jobq.cli import bulk, dashboard, flow, telemetry
 from jobq.cli.arguments import (
     int_arg,
     job_id_arg,
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="debug, info, warning or error (default: info)",
     )
+    telemetry.add_worker_flags(w)
     # how the supervisor starts each worker process: run one worker here, no supervisor
     w.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     w.set_defaults(handler=cmd_worker)
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--priority", type=int_arg, metavar="N", help="higher runs first")
     e.add_argument("--delay", type=seconds_arg, metavar="SECONDS", help="run after a delay")
     e.add_argument("--queue", metavar="Q", help="queue (default: the task's, or 'default')")
+    bulk.add_from_file_flag(e)
     e.set_defaults(handler=cmd_enqueue)
 
     s = sub.add_parser(
@@ -246,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run finished jobs again",
         description="Run completed, dead, cancelled or expired jobs again.",
     )
-    jr.add_argument("ids", type=job_id_arg, nargs="+", metavar="ID")
+    jr.add_argument("ids", type=job_id_arg, nargs="*", metavar="ID")
+    bulk.add_retry_all_flags(jr)
     jr.set_defaults(handler=cmd_jobs_retry)
 
     jc = jsub.add_parser(
@@ -255,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="cancel unfinished jobs",
         description="Cancel jobs that have not finished.",
     )
-    jc.add_argument("ids", type=job_id_arg, nargs="+", metavar="ID")
+    jc.add_argument("ids", type=job_id_arg, nargs="*", metavar="ID")
+    flow.add_bulk_cancel_flags(jc)
     jc.set_defaults(handler=cmd_jobs_cancel)
+    flow.add_parsers(sub, jsub, common, store, as_json)
+    dashboard.add_parser(sub, common, store)
 
     m = sub.add_parser(
         "migrate",

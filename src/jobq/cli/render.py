@@ -11,6 +11,7 @@ from typing import Any
 from jobq.backends.base import WorkerInfo
 from jobq.exceptions import JobqError
 from jobq.job import Job, JobRecord
+from jobq.secrets import redact_args
 from jobq.states import JobState
 
 
@@ -42,14 +43,15 @@ def _decoded(record: JobRecord, name: str) -> Any:
 def job_to_dict(job: Job | JobRecord) -> dict[str, Any]:
     """Everything about a job, JSON-ready (datetimes ISO-8601, durations in seconds)."""
     r = job.record if isinstance(job, Job) else job
+    shown_args, shown_kwargs = redact_args(r)  # secret arguments as ***
     return {
         "id": r.id,
         "task": r.task,
         "queue": r.queue,
         "state": r.state.value,
         "priority": r.priority,
-        "args": _decoded(r, "args"),
-        "kwargs": _decoded(r, "kwargs"),
+        "args": shown_args,
+        "kwargs": shown_kwargs,
         "result": _decoded(r, "result"),
         "attempt": r.attempt,
         "max_attempts": r.max_attempts,
@@ -63,6 +65,13 @@ def job_to_dict(job: Job | JobRecord) -> dict[str, Any]:
         "created_at": r.created_at.isoformat(),
         "started_at": _iso(r.started_at),
         "finished_at": _iso(r.finished_at),
+        "progress": r.progress,
+        "progress_message": r.progress_message,
+        "depends_on": list(r.depends_on),
+        "allow_failed": r.allow_failed,
+        "concurrency_key": r.concurrency_key,
+        "rate_key": r.rate_key,
+        "secret": list(r.secret),
         "errors": [
             {
                 "attempt": e.attempt,
