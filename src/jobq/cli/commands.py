@@ -83,6 +83,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             kwargs["lease"] = args.lease
         if args.grace is not None:
             kwargs["grace"] = args.grace
+        if args.cancel_grace is not None:
+            kwargs["cancel_grace"] = args.cancel_grace
         # Building the worker checks every value and opens (and migrates) the store, so that a
         # mistake is one error line here, not children failing over and over.
         worker = app.worker(queues, **kwargs)
@@ -125,6 +127,8 @@ def _child_args(args: argparse.Namespace) -> list[str]:
         argv.append(f"--lease={args.lease!r}")
     if args.grace is not None:
         argv.append(f"--grace={args.grace!r}")
+    if args.cancel_grace is not None:
+        argv.append(f"--cancel-grace={args.cancel_grace!r}")
     if args.max_jobs_per_process is not None:
         argv.append(f"--max-jobs-per-process={args.max_jobs_per_process}")
     if args.max_memory_per_process is not None:

@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stuck in a timed-out job before its process is replaced (default: 30)",
     )
     w.add_argument(
+        "--cancel-grace",
+        type=seconds_arg,
+        metavar="SECONDS",
+        help="how long a running job that was cancelled may take to stop by itself before "
+        "jobq.Cancelled is raised in its thread (default: 10)",
+    )
+    w.add_argument(
         "--log-level",
         type=log_level_arg,
         default="INFO",
