@@ -17,10 +17,42 @@ one database.
   retries; an application's ``enqueue`` sees the error and nothing is half written).
 * Transactional enqueue: ``enqueue_many(..., connection=conn)`` runs on the application's own
   psycopg connection and transaction, so the job exists iff that transaction commits.
+
+Flow control, and what it costs the hot path (nothing in round trips, unless it is used):
+
+* A plain enqueue stays one statement. If a queue of the call has a ``max_depth``, that
+  statement inserts nothing and the call takes the general path, which counts the queue's
+  waiting jobs first (approximate when producers race: each counts what it can see, so two
+  racing producers may both pass a limit that only one of them fits under).
+* Unique windows, ``replace``/``raise`` and dependencies take the general path: one
+  transaction that holds a transaction-level advisory lock on each unique key's hash (racing
+  producers on one key are serialised; the unique partial index stays the arbiter of the
+  active states, and a producer that still loses a race to a plain enqueue plans again), and
+  locks the dependencies' and holders' rows (``FOR UPDATE``) before reading their states.
+* Limited jobs (a concurrency or rate key; ``limit_group`` names the pair) stay out of the
+  regular claim index. The claim statement probes whether any wait in the served queues (an
+  index probe that finds nothing when none do) and, if some do, claims nothing; the backend
+  then remembers that those queues have limited jobs and uses the full claim statement, which
+  also asks whether one is within its limits (skipping from limit group to limit group, so a
+  long backlog at its limit costs one index probe per blocked group, not per job) and claims
+  unlimited jobs as usual when none is. Only when one is does the backend claim in a
+  transaction that first takes ``pg_advisory_xact_lock`` on a per-schema constant, in a
+  statement of its own, so that the next statement (READ COMMITTED) sees every earlier
+  limited claim: limited jobs chosen by :func:`select_limited` first, then unlimited jobs for
+  the remaining slots. Rate limits count the starts logged in ``jobq_rate_starts``.
+* Paused queues are left out of every claim statement (a lookup in ``jobq_queues``).
+* Dependencies are edges in ``jobq_deps`` indexed by the dependency, plus a ``has_dependents``
+  flag on the dependency's row. A transition that finishes a flagged job resolves its
+  dependents in the same transaction, in a statement after it (so it sees edges that a
+  producer committed while the finishing statement waited for that row's lock). The
+  one-statement outcome+claim leaves flagged jobs out and records them in such a transaction
+  instead (then claims again if that made dependents available). Producers set the flag
+  while holding the dependency's row lock, so no edge is missed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import zlib
@@ -34,6 +66,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import psycopg
 import psycopg_pool
 from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from jobq.backends import attempt_errors
 from jobq.backends import postgres_sql as q
@@ -44,11 +78,19 @@ from jobq.backends.base import (
     Lease,
     NewJob,
     Outcome,
+    QueueSettings,
     WorkerInfo,
+    bad_batch_dependency,
+    dependency_failed,
     log_not_recorded,
     not_found,
+    not_replaceable,
     not_retryable,
+    queue_full,
     retry_conflict,
+    select_limited,
+    unique_held,
+    unknown_dependency,
 )
 from jobq.backends.postgres_schema import (
     SCHEMA_VERSION,
@@ -60,10 +102,11 @@ from jobq.exceptions import (
     BackendError,
     ConfigurationError,
     DatabaseOpenError,
+    InvalidTransition,
     SchemaVersionError,
     UniqueConflict,
 )
-from jobq.job import JobRecord
+from jobq.job import AttemptError, JobRecord
 from jobq.states import ACTIVE_STATES, TERMINAL_STATES, JobState, state_list_sql
 
 log = logging.getLogger("jobq.postgres")
@@ -145,7 +188,14 @@ def _row_to_record(row: Sequence[Any]) -> JobRecord:
         created_at,
         started_at,
         finished_at,
-    ) = row[:22]
+        concurrency_key,
+        rate_key,
+        depends_on,
+        allow_failed,
+        progress,
+        progress_message,
+        secret,
+    ) = row[: q.NCOLS]
     return JobRecord(
         id=id_,
         queue=queue,
@@ -169,7 +219,89 @@ def _row_to_record(row: Sequence[Any]) -> JobRecord:
         created_at=created_at.astimezone(UTC),
         started_at=_utc(started_at),
         finished_at=_utc(finished_at),
+        concurrency_key=concurrency_key,
+        rate_key=rate_key,
+        depends_on=tuple(depends_on),
+        allow_failed=allow_failed,
+        progress=progress,
+        progress_message=progress_message,
+        secret=tuple(secret),
     )
+
+
+_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
+
+#: Indexes of claim rows' extra columns: the served queue's rank and the effective priority.
+_RANK, _EFF = q.NCOLS, q.NCOLS + 1
+
+
+def _claim_order(queue_order: bool) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """Sort key of claimed rows: DESIGN §4 order (after the queue's rank with queue_order)."""
+
+    def key(r: Sequence[Any]) -> tuple[Any, ...]:
+        rank = r[_RANK] if queue_order else 0
+        return (rank, -r[_EFF], r[6] is None, r[6] or r[7], r[7], r[0])
+
+    return key
+
+
+class _LostRace(Exception):
+    """A concurrent producer committed a job this enqueue did not see; plan it again."""
+
+
+@dataclass(slots=True)
+class _Planned:
+    """A job the general enqueue path will insert."""
+
+    id: int
+    job: NewJob
+    state: str
+    run_at: datetime
+    depends_on: list[int]
+    pending: int
+    error: AttemptError | None = None
+    has_dependents: bool = False
+
+
+def _is_simple(job: NewJob) -> bool:
+    """Whether one statement can enqueue ``job`` (the hot path)."""
+    return (
+        not job.depends_on
+        and not job.depends_on_batch
+        and job.unique_window is None
+        and (job.unique_key is None or job.on_conflict == "skip")
+    )
+
+
+def _key_hash(key: str) -> int:
+    """A unique key's advisory-lock key (a signed 32-bit int)."""
+    return zlib.crc32(key.encode()) - 2**31
+
+
+def _like_pattern(text: str | None) -> str | None:
+    """An ILIKE pattern matching ``text`` as a plain substring (``\\`` escapes)."""
+    if text is None:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filter_params(filter: JobFilter) -> dict[str, Any]:
+    return {
+        "queue": filter.queue,
+        "task": filter.task,
+        "state": filter.state.value if filter.state else None,
+        "search": _like_pattern(filter.search),
+    }
+
+
+# The dependency-failed message with markers the RESOLVE statement fills in.
+_DEP_MARK, _STATE_MARK = "{dependency}", "{state}"
+_DEP_FAILED_TEMPLATE = (
+    dependency_failed(987654321, "\x00", 0, datetime(2000, 1, 1, tzinfo=UTC))
+    .message.replace("987654321", _DEP_MARK)
+    .replace("\x00", _STATE_MARK)
+)
 
 
 class PostgresBackend:
@@ -184,11 +316,27 @@ class PostgresBackend:
         self._connect_kwargs: dict[str, Any] = (
             {} if opts.prepared_statements else {"prepare_threshold": None}
         )
-        self._t = sql.SQL("{}.jobq_jobs").format(sql.Identifier(self.schema))
+        self._tables = {
+            key: sql.Identifier(self.schema, name)
+            for key, name in (
+                ("t", "jobq_jobs"),
+                ("d", "jobq_deps"),
+                ("qs", "jobq_queues"),
+                ("rs", "jobq_rate_starts"),
+                ("ct", "jobq_cron_ticks"),
+                ("lk", "jobq_locks"),
+            )
+        }
         self._seq = ""  # the jobs' id sequence, resolved once the schema exists
         self.channel = f"jobq_{self.schema}"
         self._lead_key = zlib.crc32(f"jobq-leader:{self.schema}".encode()) & 0x7FFFFFFF
+        #: serialises limited claims across every process (a transaction-level lock)
+        self._limits_key = zlib.crc32(f"jobq-limits:{self.schema}".encode()) & 0x7FFFFFFF
+        #: first half of the (namespace, key hash) advisory locks on unique keys
+        self._unique_ns = zlib.crc32(f"jobq-unique:{self.schema}".encode()) & 0x7FFFFFFF
         self._sql_cache: dict[str, sql.Composed] = {}
+        #: queue lists whose last claim saw limited jobs waiting (see _note_limited)
+        self._limited_seen: set[tuple[str, ...]] = set()
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[], None]] = []
         self._changes = 0
@@ -247,10 +395,10 @@ class PostgresBackend:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _q(self, template: str) -> sql.Composed:
-        """A statement with ``{t}`` bound to this schema's jobs table (cached)."""
+        """A statement with ``{t}`` (jobs) and the other tables bound to this schema (cached)."""
         composed = self._sql_cache.get(template)
         if composed is None:
-            composed = sql.SQL(template).format(t=self._t)
+            composed = sql.SQL(template).format(**self._tables)
             self._sql_cache[template] = composed
         return composed
 
@@ -264,11 +412,17 @@ class PostgresBackend:
             raise BackendError(f"the PostgreSQL backend for {self.url} is closed")
         try:
             if connection is not None:
-                with connection.cursor() as cur:
+                # tuples whatever row factory the application gave its connection
+                with connection.cursor(row_factory=tuple_row) as cur:
                     yield cur
                 return
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
+        except psycopg.errors.TransactionRollback as exc:  # deadlock: not a lost connection
+            raise BackendError(
+                f"PostgreSQL at {self.url} aborted a transaction caught in a deadlock with "
+                f"another one; nothing of it was written, try again: {str(exc).strip()}"
+            ) from exc
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise BackendError(
                 f"PostgreSQL at {self.url} is unreachable or dropped the connection: "
@@ -304,7 +458,26 @@ class PostgresBackend:
             raise ConfigurationError(
                 f"connection= must be a psycopg (3) Connection, got {type(connection).__name__}"
             )
-        params = {
+        if connection is None and all(_is_simple(j) for j in jobs):
+            # the hot path: one statement, atomic on its own (autocommit)
+            rows = self._one_round_trip(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))
+            simple = self._simple_records(rows, jobs, None)
+            if simple is None:  # a queue with a max_depth: counted on the general path
+                with self._tx() as cur:
+                    simple = self._enqueue_in(cur, jobs, now, general=True)
+            records = simple
+        elif connection is None:
+            with self._tx() as cur:
+                records = self._enqueue_in(cur, jobs, now)
+        else:
+            with self._tx(connection) as cur:
+                records = self._enqueue_in(cur, jobs, now)
+        if connection is None and any(r.state is JobState.AVAILABLE for r in records):
+            self._bump()
+        return records
+
+    def _enqueue_params(self, jobs: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
+        return {
             "now": now,
             "seq": self._seq,
             "channel": self.channel,
@@ -319,23 +492,14 @@ class PostgresBackend:
             "max_attempts": [j.max_attempts for j in jobs],
             "timeout": [j.timeout for j in jobs],
             "unique_key": [j.unique_key for j in jobs],
-            "tags": ["{" + ",".join(_array_item(t) for t in j.tags) + "}" for j in jobs],
+            "tags": [_text_array(j.tags) for j in jobs],
+            "ckey": [j.concurrency_key for j in jobs],
+            "climit": [j.concurrency_limit for j in jobs],
+            "rkey": [j.rate_key for j in jobs],
+            "rlimit": [j.rate_limit for j in jobs],
+            "rperiod": [j.rate_period for j in jobs],
+            "secret": [_text_array(j.secret) for j in jobs],
         }
-        if connection is not None:
-            with self._tx(connection) as cur:
-                cur.execute(self._q(q.ENQUEUE), params)
-                rows = cur.fetchall()
-        else:
-            rows = self._one_round_trip(self._q(q.ENQUEUE), params)
-        records: list[JobRecord] = []
-        for (job_id, state, run_at, created_at, _), nj in zip(rows, jobs, strict=True):
-            if state is not None:
-                records.append(_new_record(job_id, nj, (job_id, state, run_at, created_at)))
-            else:  # another active job holds its unique_key: that job stands in for it
-                records.append(self._unique_holder(nj, connection))
-        if connection is None and any(r.state is JobState.AVAILABLE for r in records):
-            self._bump()
-        return records
 
     def _one_round_trip(self, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
         """One statement, atomic on its own (autocommit): the rows it returns."""
@@ -350,22 +514,297 @@ class PostgresBackend:
                 f"{str(exc).strip()}"
             ) from exc
 
-    def _unique_holder(self, nj: NewJob, connection: psycopg.Connection[Any] | None) -> JobRecord:
-        with self._tx(connection) as cur:
-            cur.execute(
-                self._q(
-                    f"SELECT {q.COLUMNS} FROM {{t}} WHERE unique_key = %s AND state IN "
-                    f"({state_list_sql(ACTIVE_STATES)})"
-                ),
-                (nj.unique_key,),
-            )
-            existing = cur.fetchone()
-        if existing is None:  # pragma: no cover - the conflicting job just finished
+    def _simple_records(
+        self, rows: list[Any], jobs: Sequence[NewJob], cur: psycopg.Cursor[Any] | None
+    ) -> list[JobRecord] | None:
+        """Records from the ENQUEUE statement's rows; None if it inserted nothing because a
+        queue of the call has a max_depth (the general path counts)."""
+        if rows and rows[0][5]:
+            return None
+        records: list[JobRecord] = []
+        for (job_id, state, run_at, created_at, *_), nj in zip(rows, jobs, strict=True):
+            if state is not None:
+                records.append(_new_record(job_id, nj, (job_id, state, run_at, created_at)))
+            else:  # another active job holds its unique_key: that job stands in for it
+                records.append(self._unique_holder(nj, cur))
+        return records
+
+    def _unique_holder(self, nj: NewJob, cur: psycopg.Cursor[Any] | None) -> JobRecord:
+        query = self._q(
+            f"SELECT {q.COLUMNS} FROM {{t}} WHERE unique_key = %(key)s AND state IN "
+            f"({state_list_sql(ACTIVE_STATES)})"
+        )
+        if cur is None:
+            found = self._one_round_trip(query, {"key": nj.unique_key})
+        else:
+            cur.execute(query, {"key": nj.unique_key})
+            found = cur.fetchall()
+        if not found:  # pragma: no cover - the conflicting job just finished
             raise UniqueConflict(
                 f"unique_key {nj.unique_key!r} was held by a job that finished while this one "
                 "was enqueued; enqueue again"
             )
-        return _row_to_record(existing)
+        return _row_to_record(found[0])
+
+    def _enqueue_in(
+        self,
+        cur: psycopg.Cursor[Any],
+        jobs: Sequence[NewJob],
+        now: datetime | None,
+        *,
+        general: bool = False,
+    ) -> list[JobRecord]:
+        """Enqueue in the cursor's open transaction; an error leaves nothing of this call."""
+        if not general and all(_is_simple(j) for j in jobs):
+            cur.execute(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))
+            records = self._simple_records(cur.fetchall(), jobs, cur)
+            if records is not None:
+                return records
+        conn = cur.connection
+        if not conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+            # open the caller's transaction first: a transaction() block on an idle connection
+            # would commit on its own, and the jobs must exist only if the caller commits
+            cur.execute("SELECT 1")
+        for attempt in range(10):
+            try:
+                with cur.connection.transaction():  # a savepoint: undone on any error
+                    return self._enqueue_general(cur, jobs, now)
+            except _LostRace:
+                log.debug("enqueue raced with another producer; planning again (%d)", attempt)
+            except psycopg.errors.DeadlockDetected:
+                # producers locking rows of one another's keys and dependencies: the savepoint
+                # undid this one's part, so it can simply go again
+                log.debug("enqueue was a deadlock victim; planning again (%d)", attempt)
+        raise UniqueConflict(  # pragma: no cover - ten races in a row
+            "enqueue kept racing with other producers on the same unique keys; try again"
+        )
+
+    def _enqueue_general(
+        self, cur: psycopg.Cursor[Any], jobs: Sequence[NewJob], now_arg: datetime | None
+    ) -> list[JobRecord]:
+        """Unique windows, replace/raise and dependencies: lock, read, plan, then write."""
+        keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
+        cur.execute(
+            self._q(q.ENQUEUE_START),
+            {
+                "now": now_arg,
+                "ns": self._unique_ns,
+                "hashes": sorted({_key_hash(k) for k in keys}),
+                "seq": self._seq,
+                "n": len(jobs),
+            },
+        )
+        start = cur.fetchone()
+        assert start is not None
+        now: datetime = start[0]
+        ids: list[int] = list(start[2])
+
+        # current holders of the keys (locked: they cannot change before this commits)
+        active: dict[str, int] = {}
+        recent: dict[str, JobRecord] = {}  # newest job of a key created within the window
+        db: dict[int, JobRecord] = {}
+        states: dict[int, str] = {}
+        if keys:
+            windows = [j.unique_window for j in jobs if j.unique_window is not None]
+            cur.execute(
+                self._q(q.UNIQUE_HOLDERS),
+                {
+                    "keys": keys,
+                    "wkeys": sorted(
+                        {j.unique_key for j in jobs if j.unique_window and j.unique_key}
+                    ),
+                    "now": now,
+                    "window": max(windows, default=timedelta(0)),
+                },
+            )
+            for row in cur.fetchall():
+                rec = _row_to_record(row)
+                db[rec.id] = rec
+                states[rec.id] = rec.state.value
+                assert rec.unique_key is not None
+                if rec.state in ACTIVE_STATES:
+                    active[rec.unique_key] = rec.id
+                recent[rec.unique_key] = rec  # rows come in id order: the newest wins
+        explicit = sorted({d for j in jobs for d in j.depends_on} - set(states))
+        if explicit:
+            cur.execute(self._q(q.LOCK_DEPENDENCIES), {"ids": explicit})
+            states.update({job_id: state for job_id, state in cur.fetchall()})
+
+        planned: dict[int, _Planned] = {}
+        slots: list[int] = []  # the id standing for each job of the call
+        new_by_key: dict[str, int] = {}
+        replaced: dict[int, tuple[NewJob, datetime, str]] = {}
+        edges: list[tuple[int, int]] = []
+        flag: set[int] = set()
+
+        def state_of(job_id: int) -> str:
+            p = planned.get(job_id)
+            return p.state if p is not None else states[job_id]
+
+        def record_of(job_id: int) -> JobRecord:
+            p = planned.get(job_id)
+            if p is None:
+                return db[job_id]
+            return _new_record(p.id, p.job, (p.id, p.state, p.run_at, now))
+
+        def run_at_of(nj: NewJob) -> datetime:
+            return nj.run_at if nj.run_at is not None else now + (nj.delay or timedelta(0))
+
+        for position, nj in enumerate(jobs):
+            key = nj.unique_key
+            holder: int | None = None
+            if key is not None:
+                holder = active.get(key)
+                if holder is None and nj.unique_window is not None:
+                    if key in new_by_key:
+                        holder = new_by_key[key]
+                    elif key in recent and recent[key].created_at > now - nj.unique_window:
+                        holder = recent[key].id
+            if key is not None and holder is not None:
+                if nj.on_conflict == "raise":
+                    raise unique_held(key, record_of(holder))
+                if nj.on_conflict == "replace":
+                    if state_of(holder) not in ("scheduled", "available"):
+                        raise not_replaceable(key, record_of(holder))
+                    run_at = run_at_of(nj)
+                    state = "scheduled" if run_at > now else "available"
+                    p = planned.get(holder)
+                    if p is not None:
+                        p.job = dataclasses.replace(p.job, **_replaced_fields(nj))
+                        p.run_at, p.state = run_at, state
+                    else:
+                        replaced[holder] = (nj, run_at, state)
+                        states[holder] = state
+                slots.append(holder)
+                continue
+
+            deps: list[int] = []
+            for d in nj.depends_on:
+                if d not in states and d not in planned:
+                    raise unknown_dependency(d)
+                deps.append(d)
+            for index in nj.depends_on_batch:
+                if not 0 <= index < position:
+                    raise bad_batch_dependency(position, index)
+                deps.append(slots[index])
+            deps = sorted(set(deps))
+            job_id = ids[position]
+            run_at = run_at_of(nj)
+            pending: list[int] = []
+            failed: tuple[int, str] | None = None
+            for d in deps:
+                st = state_of(d)
+                if st == "completed" or (st in _TERMINAL and nj.allow_failed):
+                    continue
+                if st in _TERMINAL:
+                    if failed is None or d < failed[0]:
+                        failed = (d, st)
+                else:
+                    pending.append(d)
+            error = None
+            if failed is not None:
+                state = "cancelled"
+                error = dependency_failed(failed[0], failed[1], 0, now)
+            elif pending:
+                state = "blocked"
+                for d in pending:
+                    edges.append((d, job_id))
+                    if d in planned:
+                        planned[d].has_dependents = True
+                    else:
+                        flag.add(d)
+            else:
+                state = "scheduled" if run_at > now else "available"
+            planned[job_id] = _Planned(
+                job_id, nj, state, run_at, deps, len(pending) if failed is None else 0, error
+            )
+            slots.append(job_id)
+            if key is not None:
+                new_by_key[key] = job_id
+                if state in ("scheduled", "blocked", "available"):
+                    active[key] = job_id
+
+        # backpressure (approximate when producers race: each counts what it can see)
+        adding: dict[str, int] = {}
+        for p in planned.values():
+            if p.state != "cancelled":
+                adding[p.job.queue] = adding.get(p.job.queue, 0) + 1
+        if adding:
+            cur.execute(self._q(q.QUEUE_DEPTHS), {"queues": sorted(adding)})
+            for queue, max_depth, depth in cur.fetchall():
+                if depth + adding[queue] > max_depth:
+                    raise queue_full(queue, max_depth)
+
+        woken: set[str] = set()
+        for holder, (nj, run_at, state) in replaced.items():
+            cur.execute(
+                self._q(q.REPLACE),
+                {
+                    "id": holder,
+                    "args": nj.args_json,
+                    "kwargs": nj.kwargs_json,
+                    "priority": nj.priority,
+                    "run_at": run_at,
+                    "deadline": nj.deadline,
+                    "timeout": nj.timeout,
+                    "max_attempts": nj.max_attempts,
+                    "tags": list(nj.tags),
+                    "state": state,
+                },
+            )
+            row = cur.fetchone()
+            if row is None:  # pragma: no cover - the holder is locked: it cannot have moved
+                raise _LostRace
+            db[holder] = _row_to_record(row)
+            if state == "available":
+                woken.add(db[holder].queue)
+
+        if planned:
+            ps = list(planned.values())
+            cur.execute(
+                self._q(q.INSERT_JOBS),
+                {
+                    "now": now,
+                    "channel": self.channel,
+                    "id": [p.id for p in ps],
+                    "queue": [p.job.queue for p in ps],
+                    "task": [p.job.task for p in ps],
+                    "args": [p.job.args_json for p in ps],
+                    "kwargs": [p.job.kwargs_json for p in ps],
+                    "priority": [p.job.priority for p in ps],
+                    "deadline": [p.job.deadline for p in ps],
+                    "run_at": [p.run_at for p in ps],
+                    "max_attempts": [p.job.max_attempts for p in ps],
+                    "timeout": [p.job.timeout for p in ps],
+                    "unique_key": [p.job.unique_key for p in ps],
+                    "tags": [_text_array(p.job.tags) for p in ps],
+                    "state": [p.state for p in ps],
+                    "ckey": [p.job.concurrency_key for p in ps],
+                    "climit": [p.job.concurrency_limit for p in ps],
+                    "rkey": [p.job.rate_key for p in ps],
+                    "rlimit": [p.job.rate_limit for p in ps],
+                    "rperiod": [p.job.rate_period for p in ps],
+                    "depends_on": ["{" + ",".join(map(str, p.depends_on)) + "}" for p in ps],
+                    "pending": [p.pending for p in ps],
+                    "allow_failed": [p.job.allow_failed for p in ps],
+                    "has_dependents": [p.has_dependents for p in ps],
+                    "secret": [_text_array(p.job.secret) for p in ps],
+                    "errors": [
+                        "[" + attempt_errors.to_json(p.error) + "]" if p.error else "[]" for p in ps
+                    ],
+                    "finished_at": [now if p.state == "cancelled" else None for p in ps],
+                    "edge_dep": [d for d, _ in edges],
+                    "edge_job": [j for _, j in edges],
+                    "flag": sorted(flag),
+                },
+            )
+            inserted = {row[0]: _row_to_record(row) for row in cur.fetchall()}
+            if len(inserted) < len(ps):  # a key taken by a producer this one could not see
+                raise _LostRace
+            db.update(inserted)
+        for queue in woken:
+            cur.execute("SELECT pg_notify(%s, %s)", (self.channel, queue))
+        return [db[job_id] for job_id in slots]
 
     # -- worker path -------------------------------------------------------------------------
 
@@ -406,21 +845,99 @@ class PostgresBackend:
             "now": now,
         }
         if not outcomes:
-            rows = self._one_round_trip(
-                self._q(q.CLAIM_ORDERED if queue_order else q.CLAIM), params
-            )
-            done: set[int] = set()
+            return set(), self._claim(params, queue_order)
+        served = tuple(queues)
+        full = served in self._limited_seen
+        exchange = {
+            (False, False): q.EXCHANGE,
+            (False, True): q.EXCHANGE_ORDERED,
+            (True, False): q.EXCHANGE_FULL,
+            (True, True): q.EXCHANGE_FULL_ORDERED,
+        }[full, queue_order]
+        rows = self._one_round_trip(self._q(exchange), {**params, **_outcome_params(outcomes)})
+        done = set(rows[0][-3] or ()) if rows else set()
+        waiting, claimable = (bool(rows[0][-2]), bool(rows[0][-1])) if rows else (False, False)
+        self._note_limited(served, waiting)
+        rows = sorted((r[:-3] for r in rows if r[0] is not None), key=_claim_order(queue_order))
+        claimed = [_row_to_record(r) for r in rows]
+        woke = False
+        left = [o for o in outcomes if o.lease.job_id not in done]
+        if left:
+            # jobs with dependents (left out so that their dependents are resolved in the same
+            # transaction), and late writes (refused again, and logged, there)
+            recorded, woke = self._record_outcomes(left, now)
+            done |= recorded
+        if claimable:  # the statement claimed nothing: a limited job may be taken
+            if full:
+                return done, self._claim_limited(params, queue_order)
+            return done, self._claim(params, queue_order, full=True)
+        if woke and len(claimed) < limit:
+            # dependents that just became available may take the slots left
+            claimed += self._claim({**params, "limit": limit - len(claimed)}, queue_order)
+        return done, claimed
+
+    def _note_limited(self, served: tuple[str, ...], waiting: bool) -> None:
+        """Remember which queue lists have limited jobs waiting: their claims use the full
+        statements at once (a stale memo costs planning time, never correctness)."""
+        if waiting:
+            if len(self._limited_seen) < 1000:
+                self._limited_seen.add(served)
         else:
-            exchange = q.EXCHANGE_ORDERED if queue_order else q.EXCHANGE
-            rows = self._one_round_trip(self._q(exchange), {**params, **_outcome_params(outcomes)})
-            done = set(rows[0][-1] or ()) if rows else set()
-            rows = [r[:-1] for r in rows if r[0] is not None]
-            for o in outcomes:
-                if o.lease.job_id not in done:
-                    log_not_recorded(o)
-        rank_key = (lambda r: r[22]) if queue_order else (lambda r: 0)
-        rows.sort(key=lambda r: (rank_key(r), -r[23], r[6] is None, r[6] or r[7], r[7], r[0]))
-        return done, [_row_to_record(r) for r in rows]
+            self._limited_seen.discard(served)
+
+    def _claim(
+        self, params: dict[str, Any], queue_order: bool, full: bool | None = None
+    ) -> list[JobRecord]:
+        """One claim statement; the full one, or under the limits lock, if it says a limited
+        job may be taken (it then claimed nothing)."""
+        served = tuple(params["queues"])
+        if full is None:
+            full = served in self._limited_seen
+        claim = {
+            (False, False): q.CLAIM,
+            (False, True): q.CLAIM_ORDERED,
+            (True, False): q.CLAIM_FULL,
+            (True, True): q.CLAIM_FULL_ORDERED,
+        }[full, queue_order]
+        rows = self._one_round_trip(self._q(claim), params)
+        waiting, claimable = (bool(rows[0][-2]), bool(rows[0][-1])) if rows else (False, False)
+        self._note_limited(served, waiting)
+        if claimable:
+            if full:
+                return self._claim_limited(params, queue_order)
+            return self._claim(params, queue_order, full=True)
+        rows = sorted((r[:-2] for r in rows if r[0] is not None), key=_claim_order(queue_order))
+        return [_row_to_record(r) for r in rows]
+
+    def _claim_limited(self, params: dict[str, Any], queue_order: bool) -> list[JobRecord]:
+        """Limited jobs first (as select_limited allows), then unlimited ones, in one
+        transaction serialised with every other limited claim by an advisory lock."""
+        limit: int = params["limit"]
+        with self._tx() as cur:
+            # its own statement: the next one's snapshot then sees every earlier limited claim
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._limits_key,))
+            cur.execute(
+                self._q(q.LIMITED_CANDIDATES_ORDERED if queue_order else q.LIMITED_CANDIDATES),
+                {**params, "scan": max(4 * limit, 64)},
+            )
+            candidates = cur.fetchall()
+            running: dict[str, int] = {}
+            started: dict[str, int] = {}
+            for _, ckey, _, rkey, _, n_running, n_started in candidates:
+                if ckey is not None:
+                    running.setdefault(ckey, n_running)
+                if rkey is not None:
+                    started.setdefault(rkey, n_started)
+            chosen = select_limited([c[:5] for c in candidates], running, started, limit)
+            cur.execute(
+                self._q(q.CLAIM_LIMITED_ORDERED if queue_order else q.CLAIM_LIMITED),
+                {**params, "chosen": chosen, "fill": limit - len(chosen)},
+            )
+            rows = cur.fetchall()
+        order = _claim_order(queue_order)
+        first = sorted((r for r in rows if r[-1] == 0), key=order)
+        rest = sorted((r for r in rows if r[-1] == 1), key=order)
+        return [_row_to_record(r) for r in first + rest]
 
     def heartbeat(
         self, leases: Sequence[Lease], *, lease: timedelta, now: datetime | None = None
@@ -439,23 +956,70 @@ class PostgresBackend:
             )
             return {r[0] for r in cur.fetchall()}
 
+    def held(self, leases: Sequence[Lease]) -> set[int]:
+        if not leases:
+            return set()
+        rows = self._one_round_trip(
+            self._q(q.HELD),
+            {"ids": [x.job_id for x in leases], "tokens": [x.token for x in leases]},
+        )
+        return {r[0] for r in rows}
+
+    def set_progress(self, lease: Lease, fraction: float | None, message: str | None) -> bool:
+        rows = self._one_round_trip(
+            self._q(q.SET_PROGRESS),
+            {"id": lease.job_id, "token": lease.token, "fraction": fraction, "message": message},
+        )
+        return bool(rows)
+
     def record_outcomes(
         self, outcomes: Sequence[Outcome], *, now: datetime | None = None
     ) -> set[int]:
         if not outcomes:
             return set()
-        with self._tx() as cur:
-            return self._record_in(cur, outcomes, now)
+        return self._record_outcomes(outcomes, now)[0]
 
-    def _record_in(
-        self, cur: psycopg.Cursor[Any], outcomes: Sequence[Outcome], now: datetime | None
-    ) -> set[int]:
-        cur.execute(self._q(q.OUTCOMES), {"now": now, **_outcome_params(outcomes)})
-        done = {r[0] for r in cur.fetchall()}
+    def _record_outcomes(
+        self, outcomes: Sequence[Outcome], now: datetime | None
+    ) -> tuple[set[int], bool]:
+        """(ids recorded, whether a dependent became available)."""
+        with self._tx() as cur:
+            cur.execute(self._q(q.OUTCOMES), {"now": now, **_outcome_params(outcomes)})
+            rows = cur.fetchall()
+            woke = self._resolve(
+                cur, [(r[0], r[1]) for r in rows if r[2] and r[1] in _TERMINAL], now
+            )
+        done = {r[0] for r in rows}
         for o in outcomes:
             if o.lease.job_id not in done:
                 log_not_recorded(o)
-        return done
+        return done, woke
+
+    def _resolve(
+        self, cur: psycopg.Cursor[Any], finished: list[tuple[int, str]], now: datetime | None
+    ) -> bool:
+        """Resolve the dependents of jobs that just ended (id, final state), down the chain,
+        in the caller's transaction. A no-op (no round trip) when there is nothing to do.
+        Returns whether a dependent became available."""
+        woken: set[str] = set()
+        while finished:
+            cur.execute(
+                self._q(q.RESOLVE),
+                {
+                    "ids": [f[0] for f in finished],
+                    "states": [f[1] for f in finished],
+                    "now": now,
+                    "message": _DEP_FAILED_TEMPLATE,
+                    "dep_mark": _DEP_MARK,
+                    "state_mark": _STATE_MARK,
+                },
+            )
+            rows = cur.fetchall()
+            woken |= {queue for _, state, _, queue in rows if state == "available"}
+            finished = [(i, state) for i, state, has, _ in rows if has and state in _TERMINAL]
+        for queue in sorted(woken):
+            cur.execute("SELECT pg_notify(%s, %s)", (self.channel, queue))
+        return bool(woken)
 
     def release(self, leases: Sequence[Lease], *, now: datetime | None = None) -> set[int]:
         if not leases:
@@ -480,12 +1044,23 @@ class PostgresBackend:
             cur.execute(self._q(q.CANCEL), {"id": job_id, "now": now})
             row = cur.fetchone()
             if row is not None:
+                if row[q.NCOLS]:
+                    self._resolve(cur, [(job_id, "cancelled")], now)
                 return True, _row_to_record(row)
             cur.execute(self._q(f"SELECT {q.COLUMNS} FROM {{t}} WHERE id = %s"), (job_id,))
             current = cur.fetchone()
         if current is None:
             raise not_found(job_id)
         return False, _row_to_record(current)
+
+    def cancel_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
+        if filter.state is not None and filter.state not in ACTIVE_STATES:
+            return 0
+        with self._tx() as cur:
+            cur.execute(self._q(q.CANCEL_MANY), {"now": now, **_filter_params(filter)})
+            rows = cur.fetchall()
+            self._resolve(cur, [(r[0], "cancelled") for r in rows if r[1]], now)
+        return len(rows)
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> JobRecord:
         try:
@@ -502,6 +1077,46 @@ class PostgresBackend:
         if current is None:
             raise not_found(job_id)
         raise not_retryable(job_id, current[0])
+
+    def retry_many(self, filter: JobFilter, *, now: datetime | None = None) -> int:
+        if filter.state is not None and filter.state not in TERMINAL_STATES:
+            raise InvalidTransition(
+                f"only finished jobs can be retried; state={filter.state.value!r} is not one of "
+                "completed, dead, cancelled or expired (leave it unset for all four)"
+            )
+        params = {"now": now, "channel": self.channel, **_filter_params(filter)}
+        for attempt in range(5):
+            try:
+                with self._tx() as cur:
+                    cur.execute(self._q(q.RETRY_MANY), params)
+                    row = cur.fetchone()
+                break
+            except psycopg.errors.UniqueViolation:
+                # a producer took one of the keys meanwhile: the next pass skips that job
+                log.debug("retry_many raced with a producer on a unique key (%d)", attempt)
+        else:  # pragma: no cover
+            raise UniqueConflict("retry_many kept racing with producers on unique keys; retry")
+        retried = int(row[0]) if row else 0
+        if retried:
+            self._bump()
+        return retried
+
+    def delete(self, job_id: int, *, now: datetime | None = None) -> bool:
+        with self._tx() as cur:
+            cur.execute(self._q(q.DELETE), {"id": job_id})
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(self._q("SELECT state FROM {t} WHERE id = %s"), (job_id,))
+                if cur.fetchone() is None:
+                    return False
+                raise InvalidTransition(
+                    f"job {job_id} is running; cancel it first (jobq cancel {job_id}), then "
+                    "delete it"
+                )
+            state, has_dependents = row
+            if has_dependents and state not in _TERMINAL:
+                self._resolve(cur, [(job_id, "cancelled")], now)
+        return True
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -524,7 +1139,14 @@ class PostgresBackend:
             "times_mark": "{times}",
             "worker_mark": "{worker}",
         }
-        return self._count(q.RESCUE, params)
+        with self._tx() as cur:
+            cur.execute(self._q(q.RESCUE), params)
+            rows = cur.fetchall()
+            # a job parked as dead is finished: its dependents are resolved now
+            self._resolve(cur, [(r[0], r[1]) for r in rows if r[2] and r[1] == "dead"], now)
+            if any(r[1] == "available" for r in rows):
+                cur.execute("SELECT pg_notify(%s, '')", (self.channel,))
+        return len(rows)
 
     def age(self, *, every: timedelta, max_boost: int, now: datetime | None = None) -> int:
         if every <= timedelta(0) or max_boost <= 0:
@@ -540,15 +1162,98 @@ class PostgresBackend:
         states: frozenset[JobState],
         now: datetime | None = None,
         limit: int = 10_000,
+        keep: int = 0,
     ) -> int:
-        finished = states & TERMINAL_STATES
-        if not finished:
+        finished = sorted(s.value for s in states & TERMINAL_STATES)
+        if not finished or limit <= 0:
             return 0
-        return self._count(
-            f"DELETE FROM {{t}} WHERE id IN (SELECT id FROM {{t}} WHERE state IN "
-            f"({state_list_sql(finished)}) AND finished_at < {q.NOW} - %(older)s LIMIT %(limit)s)",
-            {"now": now, "older": older_than, "limit": limit},
+        params = {
+            "now": now,
+            "states": finished,
+            "older": older_than,
+            "limit": limit,
+            "keep": keep,
+        }
+        return self._count(q.PRUNE_KEEP if keep > 0 else q.PRUNE, params)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def set_queue(
+        self, queue: str, *, paused: bool | None = None, max_depth: int | bool | None = False
+    ) -> QueueSettings:
+        set_depth = max_depth is not False
+        if max_depth is True or (
+            set_depth
+            and max_depth is not None
+            and (not isinstance(max_depth, int) or max_depth < 0)
+        ):
+            raise ConfigurationError(
+                f"max_depth must be a whole number >= 0, or None to remove the limit; got "
+                f"{max_depth!r}"
+            )
+        with self._tx() as cur:
+            cur.execute(
+                self._q(q.SET_QUEUE),
+                {
+                    "queue": queue,
+                    "paused": paused,
+                    "set_depth": set_depth,
+                    "depth": max_depth if set_depth else None,
+                },
+            )
+            row = cur.fetchone()
+            assert row is not None
+            if paused is False:  # resumed: wake the workers that serve it
+                cur.execute("SELECT pg_notify(%s, %s)", (self.channel, queue))
+        if paused is False:
+            self._bump()
+        return QueueSettings(paused=row[0], max_depth=row[1])
+
+    def queue_settings(self) -> dict[str, QueueSettings]:
+        with self._tx() as cur:
+            cur.execute(self._q(q.QUEUE_SETTINGS))
+            return {r[0]: QueueSettings(paused=r[1], max_depth=r[2]) for r in cur.fetchall()}
+
+    # -- periodic jobs -----------------------------------------------------------------------
+
+    def enqueue_tick(
+        self, name: str, tick: datetime, job: NewJob, *, now: datetime | None = None
+    ) -> JobRecord | None:
+        with self._tx() as cur:
+            cur.execute(self._q(q.ADVANCE_TICK), {"name": name, "tick": tick})
+            if cur.fetchone() is None:
+                return None  # this tick (or a later one) was enqueued already
+            record = self._enqueue_in(cur, [job], now)[0]
+        if record.state is JobState.AVAILABLE:
+            self._bump()
+        return record
+
+    def cron_ticks(self) -> dict[str, datetime]:
+        with self._tx() as cur:
+            cur.execute(self._q(q.CRON_TICKS))
+            return {name: tick.astimezone(UTC) for name, tick in cur.fetchall()}
+
+    # -- distributed locks -------------------------------------------------------------------
+
+    def acquire_lock(
+        self, name: str, owner: str, ttl: timedelta, *, now: datetime | None = None
+    ) -> int | None:
+        rows = self._one_round_trip(
+            self._q(q.ACQUIRE_LOCK), {"name": name, "owner": owner, "ttl": ttl, "now": now}
         )
+        return int(rows[0][0]) if rows else None
+
+    def renew_lock(
+        self, name: str, token: int, ttl: timedelta, *, now: datetime | None = None
+    ) -> bool:
+        rows = self._one_round_trip(
+            self._q(q.RENEW_LOCK), {"name": name, "token": token, "ttl": ttl, "now": now}
+        )
+        return bool(rows)
+
+    def release_lock(self, name: str, token: int) -> bool:
+        rows = self._one_round_trip(self._q(q.RELEASE_LOCK), {"name": name, "token": token})
+        return bool(rows)
 
     def next_due(self) -> datetime | None:
         with self._tx() as cur:
@@ -670,13 +1375,7 @@ class PostgresBackend:
         with self._tx() as cur:
             cur.execute(
                 self._q(q.LIST),
-                {
-                    "queue": filter.queue,
-                    "task": filter.task,
-                    "state": filter.state.value if filter.state else None,
-                    "before": before_id,
-                    "limit": max(0, limit),
-                },
+                {**_filter_params(filter), "before": before_id, "limit": max(0, limit)},
             )
             return [_row_to_record(r) for r in cur.fetchall()]
 
@@ -748,7 +1447,9 @@ class PostgresBackend:
 
 
 def _outcome_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    """The arrays the OUTCOMES statement unnests, one element per outcome."""
+    """The arrays the OUTCOMES statement unnests, one element per outcome (in id order, so
+    that concurrent batches lock rows in one order)."""
+    outcomes = sorted(outcomes, key=lambda o: o.lease.job_id)
     return {
         "ids": [o.lease.job_id for o in outcomes],
         "tokens": [o.lease.token for o in outcomes],
@@ -762,6 +1463,26 @@ def _outcome_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 def _array_item(tag: str) -> str:
     return '"' + tag.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text_array(items: Sequence[str]) -> str:
+    """A text[] literal (the unnest of ragged per-job arrays takes them as text)."""
+    return "{" + ",".join(_array_item(t) for t in items) + "}"
+
+
+def _replaced_fields(nj: NewJob) -> dict[str, Any]:
+    """What ``on_conflict="replace"`` rewrites of a job that has not started."""
+    return {
+        "args_json": nj.args_json,
+        "kwargs_json": nj.kwargs_json,
+        "priority": nj.priority,
+        "run_at": nj.run_at,
+        "delay": nj.delay,
+        "deadline": nj.deadline,
+        "timeout": nj.timeout,
+        "max_attempts": nj.max_attempts,
+        "tags": nj.tags,
+    }
 
 
 def _new_record(job_id: int, nj: NewJob, row: Sequence[Any]) -> JobRecord:
@@ -789,4 +1510,8 @@ def _new_record(job_id: int, nj: NewJob, row: Sequence[Any]) -> JobRecord:
         created_at=created_at.astimezone(UTC),
         started_at=None,
         finished_at=None,
+        concurrency_key=nj.concurrency_key,
+        rate_key=nj.rate_key,
+        allow_failed=nj.allow_failed,
+        secret=nj.secret,
     )

@@ -91,6 +91,98 @@ MIGRATIONS.append(
     ]
 )
 
+MIGRATIONS.append(
+    # 3: flow control. Columns for what jobs gained (limits, dependencies, progress, secrets).
+    # limit_group names a limited job's (concurrency key, rate key) pair, NULL for the rest:
+    # the regular claim index now holds only unlimited jobs, so limited ones never slow the
+    # regular path, and limited jobs get two indexes of their own (claim order, and groups for
+    # skipping over those at their limit). Then dependency edges (indexed by the dependency,
+    # which is how resolution looks them up), queue settings, the rate-limit start log,
+    # periodic schedules' last ticks, and distributed locks. Every added column is nullable or
+    # has a constant default, so existing tables are not rewritten.
+    [
+        """
+        ALTER TABLE {s}.jobq_jobs
+            ADD COLUMN concurrency_key text,
+            ADD COLUMN concurrency_limit integer,
+            ADD COLUMN rate_key text,
+            ADD COLUMN rate_limit integer,
+            ADD COLUMN rate_period interval,
+            ADD COLUMN limit_group text,
+            ADD COLUMN depends_on bigint[] NOT NULL DEFAULT ARRAY[]::bigint[],
+            ADD COLUMN deps_pending integer NOT NULL DEFAULT 0,
+            ADD COLUMN allow_failed boolean NOT NULL DEFAULT false,
+            ADD COLUMN has_dependents boolean NOT NULL DEFAULT false,
+            ADD COLUMN progress double precision,
+            ADD COLUMN progress_message text,
+            ADD COLUMN secret text[] NOT NULL DEFAULT ARRAY[]::text[]
+        """,
+        "DROP INDEX {s}.jobq_jobs_claim",
+        """
+        CREATE INDEX jobq_jobs_claim ON {s}.jobq_jobs
+            (queue, eff_priority DESC, deadline ASC NULLS LAST, run_at, id)
+            WHERE state = 'available' AND limit_group IS NULL
+        """,
+        """
+        CREATE INDEX jobq_jobs_claim_limited ON {s}.jobq_jobs
+            (queue, eff_priority DESC, deadline ASC NULLS LAST, run_at, id)
+            WHERE state = 'available' AND limit_group IS NOT NULL
+        """,
+        """
+        CREATE INDEX jobq_jobs_limit_groups ON {s}.jobq_jobs
+            (queue, limit_group, eff_priority DESC, deadline ASC NULLS LAST, run_at, id)
+            WHERE state = 'available' AND limit_group IS NOT NULL
+        """,
+        """
+        CREATE INDEX jobq_jobs_running_key ON {s}.jobq_jobs (concurrency_key)
+            WHERE state = 'running' AND concurrency_key IS NOT NULL
+        """,
+        """
+        CREATE INDEX jobq_jobs_waiting ON {s}.jobq_jobs (queue)
+            WHERE state IN ('scheduled', 'blocked')
+        """,
+        """
+        CREATE INDEX jobq_jobs_unique_window ON {s}.jobq_jobs (unique_key, created_at)
+            WHERE unique_key IS NOT NULL
+        """,
+        """
+        CREATE TABLE {s}.jobq_deps (
+            dep_id bigint NOT NULL,
+            job_id bigint NOT NULL,
+            PRIMARY KEY (dep_id, job_id)
+        )
+        """,
+        """
+        CREATE TABLE {s}.jobq_queues (
+            queue text PRIMARY KEY,
+            paused boolean NOT NULL DEFAULT false,
+            max_depth integer CHECK (max_depth >= 0)
+        )
+        """,
+        """
+        CREATE TABLE {s}.jobq_rate_starts (
+            key text NOT NULL,
+            started_at timestamptz NOT NULL
+        )
+        """,
+        "CREATE INDEX jobq_rate_starts_key ON {s}.jobq_rate_starts (key, started_at)",
+        """
+        CREATE TABLE {s}.jobq_cron_ticks (
+            name text PRIMARY KEY,
+            tick timestamptz NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE {s}.jobq_locks (
+            name text PRIMARY KEY,
+            owner text,
+            token bigint NOT NULL,
+            expires_at timestamptz
+        )
+        """,
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,17 +1,54 @@
-"""The PostgreSQL backend's statements, by name. ``{t}`` is the schema's jobs table, bound by
-the backend; ``%(now)s`` is an injected time or NULL for the database's ``now()``."""
+"""The PostgreSQL backend's statements, by name.
+
+Placeholders bound by the backend: ``{t}`` the schema's jobs table, ``{d}`` dependency edges,
+``{qs}`` queue settings, ``{rs}`` rate-limit starts, ``{ct}`` periodic ticks, ``{lk}`` locks.
+``%(now)s`` is an injected time or NULL for the database's ``now()``.
+"""
 
 from __future__ import annotations
 
-from jobq.states import Action, sources, state_list_sql
+from jobq.states import ACTIVE_STATES, TERMINAL_STATES, Action, sources, state_list_sql
 
 COLUMNS = (
     "id, queue, task, args, kwargs, priority, deadline, run_at, attempt, max_attempts, timeout, "
     "unique_key, tags, state, worker_id, lease_token, leased_until, result, errors, created_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, concurrency_key, rate_key, depends_on, allow_failed, progress, "
+    "progress_message, secret"
 )
+#: How many columns a record has; statements may return more after them.
+NCOLS = len(COLUMNS.split(","))
+J_COLUMNS = ", ".join("j." + c.strip() for c in COLUMNS.split(","))
 ORDER = "eff_priority DESC, deadline ASC NULLS LAST, run_at, id"
 NOW = "coalesce(%(now)s::timestamptz, now())"
+ACTIVE = state_list_sql(ACTIVE_STATES)
+TERMINAL = state_list_sql(TERMINAL_STATES)
+#: Jobs with a concurrency or rate key are "limited": their limit_group (the pair of keys) is
+#: set, they live in their own claim indexes, and are claimed only under the limits lock.
+LIMITED = "limit_group IS NOT NULL"
+UNLIMITED = "limit_group IS NULL"
+
+
+def limit_group(ckey: str, rkey: str) -> str:
+    """The limit_group of a job with these keys (NULL for an unlimited one)."""
+    return (
+        f"CASE WHEN {ckey} IS NULL AND {rkey} IS NULL THEN NULL "
+        f"ELSE coalesce({ckey}, '') || chr(31) || coalesce({rkey}, '') END"
+    )
+
+
+#: The jobs a queue's max_depth counts (scheduled, blocked, available), one indexed count each.
+DEPTH = """(
+    (SELECT count(*) FROM {t} w WHERE w.queue = {q} AND w.state = 'available'
+        AND w.limit_group IS NULL)
+  + (SELECT count(*) FROM {t} w WHERE w.queue = {q} AND w.state = 'available'
+        AND w.limit_group IS NOT NULL)
+  + (SELECT count(*) FROM {t} w WHERE w.queue = {q} AND w.state IN ('scheduled', 'blocked'))
+)"""
+
+
+def _depth(queue_expr: str) -> str:
+    return DEPTH.replace("{q}", queue_expr)
+
 
 ENQUEUE = f"""
 WITH n AS (
@@ -19,22 +56,33 @@ WITH n AS (
         %(queue)s::text[], %(task)s::text[], %(args)s::text[], %(kwargs)s::text[],
         %(priority)s::int[], %(deadline)s::timestamptz[], %(run_at)s::timestamptz[],
         %(delay)s::interval[], %(max_attempts)s::int[], %(timeout)s::interval[],
-        %(unique_key)s::text[], %(tags)s::text[]
+        %(unique_key)s::text[], %(tags)s::text[], %(ckey)s::text[], %(climit)s::int[],
+        %(rkey)s::text[], %(rlimit)s::int[], %(rperiod)s::interval[], %(secret)s::text[]
     ) WITH ORDINALITY AS n(queue, task, args, kwargs, priority, deadline, run_at, delay,
-                          max_attempts, timeout, unique_key, tags, ord)
+                          max_attempts, timeout, unique_key, tags, ckey, climit, rkey, rlimit,
+                          rperiod, secret, ord)
+), bounded AS (
+    -- a queue of the call has a max_depth: insert nothing here, the backend takes the general
+    -- path, which counts (kept out of this statement so that it stays cheap to plan)
+    SELECT 1 FROM {{qs}} s WHERE s.max_depth IS NOT NULL AND s.queue = ANY(%(queue)s::text[])
+    LIMIT 1
 ), ids AS MATERIALIZED (
     -- ids in list order, so that FIFO among equal jobs follows the order they were given in
     SELECT ord, nextval(%(seq)s::regclass) AS id FROM n
 ), ins AS (
     INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority, deadline,
-                           run_at, max_attempts, timeout, unique_key, tags, state, created_at)
+                           run_at, max_attempts, timeout, unique_key, tags, state, created_at,
+                           concurrency_key, concurrency_limit, rate_key, rate_limit,
+                           rate_period, limit_group, secret)
     SELECT ids.id, n.queue, n.task, n.args, n.kwargs, n.priority, n.priority, n.deadline,
            coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')),
            n.max_attempts, n.timeout, n.unique_key, n.tags::text[],
            CASE WHEN coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')) > {NOW}
                 THEN 'scheduled' ELSE 'available' END,
-           {NOW}
+           {NOW}, n.ckey, n.climit, n.rkey, n.rlimit, n.rperiod,
+           {limit_group("n.ckey", "n.rkey")}, n.secret::text[]
     FROM n JOIN ids USING (ord)
+    WHERE NOT EXISTS (SELECT 1 FROM bounded)
     ORDER BY ids.id
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
         AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING
@@ -44,48 +92,203 @@ WITH n AS (
     SELECT count(pg_notify(%(channel)s, queue)) AS n
     FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
 )
-SELECT ids.id, ins.state, ins.run_at, ins.created_at, (SELECT n FROM woken)
+SELECT ids.id, ins.state, ins.run_at, ins.created_at, (SELECT n FROM woken),
+       EXISTS (SELECT 1 FROM bounded)
 FROM ids LEFT JOIN ins ON ins.id = ids.id
 ORDER BY ids.ord
 """
 
-_CLAIM_CTES = f"""
-served AS (
+# -- the general enqueue path (uniqueness windows/replace/raise, dependencies) ----------------
+
+ENQUEUE_START = """
+SELECT coalesce(%(now)s::timestamptz, now()),
+       (SELECT count(pg_advisory_xact_lock(%(ns)s::int, h)) FROM unnest(%(hashes)s::int[]) AS h),
+       ARRAY(SELECT nextval(%(seq)s::regclass) FROM generate_series(1, %(n)s))
+"""
+
+UNIQUE_HOLDERS = f"""
+SELECT {COLUMNS} FROM {{t}}
+WHERE unique_key = ANY(%(keys)s::text[])
+  AND (state IN ({ACTIVE})
+       OR (unique_key = ANY(%(wkeys)s::text[]) AND created_at > %(now)s - %(window)s))
+ORDER BY id
+FOR UPDATE
+"""
+
+LOCK_DEPENDENCIES = (
+    "SELECT id, state FROM {t} WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE"
+)
+
+QUEUE_DEPTHS = f"""
+SELECT s.queue, s.max_depth, {_depth("s.queue")}
+FROM {{qs}} s WHERE s.queue = ANY(%(queues)s::text[]) AND s.max_depth IS NOT NULL
+"""
+
+REPLACE = f"""
+UPDATE {{t}} SET args = %(args)s, kwargs = %(kwargs)s, priority = %(priority)s,
+    eff_priority = %(priority)s, run_at = %(run_at)s, deadline = %(deadline)s,
+    timeout = %(timeout)s, max_attempts = %(max_attempts)s, tags = %(tags)s::text[],
+    state = %(state)s
+WHERE id = %(id)s AND state IN ({state_list_sql(sources(Action.REPLACE))})
+RETURNING {COLUMNS}
+"""
+
+INSERT_JOBS = f"""
+WITH n AS (
+    SELECT * FROM unnest(
+        %(id)s::bigint[], %(queue)s::text[], %(task)s::text[], %(args)s::text[],
+        %(kwargs)s::text[], %(priority)s::int[], %(deadline)s::timestamptz[],
+        %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(timeout)s::interval[],
+        %(unique_key)s::text[], %(tags)s::text[], %(state)s::text[], %(ckey)s::text[],
+        %(climit)s::int[], %(rkey)s::text[], %(rlimit)s::int[], %(rperiod)s::interval[],
+        %(depends_on)s::text[], %(pending)s::int[], %(allow_failed)s::bool[],
+        %(has_dependents)s::bool[], %(secret)s::text[], %(errors)s::text[],
+        %(finished_at)s::timestamptz[]
+    ) AS n(id, queue, task, args, kwargs, priority, deadline, run_at, max_attempts, timeout,
+           unique_key, tags, state, ckey, climit, rkey, rlimit, rperiod, depends_on, pending,
+           allow_failed, has_dependents, secret, errors, finished_at)
+), ins AS (
+    INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority, deadline,
+                           run_at, max_attempts, timeout, unique_key, tags, state, created_at,
+                           concurrency_key, concurrency_limit, rate_key, rate_limit,
+                           rate_period, limit_group, depends_on, deps_pending, allow_failed,
+                           has_dependents, secret, errors, finished_at)
+    SELECT n.id, n.queue, n.task, n.args, n.kwargs, n.priority, n.priority, n.deadline,
+           n.run_at, n.max_attempts, n.timeout, n.unique_key, n.tags::text[], n.state,
+           %(now)s, n.ckey, n.climit, n.rkey, n.rlimit, n.rperiod,
+           {limit_group("n.ckey", "n.rkey")}, n.depends_on::bigint[],
+           n.pending, n.allow_failed, n.has_dependents, n.secret::text[], n.errors::jsonb,
+           n.finished_at
+    FROM n ORDER BY n.id
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING
+    RETURNING {J_COLUMNS}
+), edges AS (
+    INSERT INTO {{d}} (dep_id, job_id)
+    SELECT * FROM unnest(%(edge_dep)s::bigint[], %(edge_job)s::bigint[])
+    ON CONFLICT DO NOTHING
+), flagged AS (
+    UPDATE {{t}} SET has_dependents = true
+    WHERE id = ANY(%(flag)s::bigint[]) AND NOT has_dependents
+), woken AS (
+    SELECT count(pg_notify(%(channel)s, queue)) AS n
+    FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
+)
+SELECT ins.*, (SELECT n FROM woken) FROM ins
+"""
+
+# -- claims --------------------------------------------------------------------------------
+
+_SERVED = """served AS (
+    -- the queues asked for, minus paused ones
     SELECT queue, rank FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS s(queue, rank)
-), candidates AS (
+    WHERE NOT EXISTS (SELECT 1 FROM {qs} p WHERE p.queue = s.queue AND p.paused)
+)"""
+
+
+def _claimable(freed: bool) -> str:
+    """Whether limited job ``l`` is within its limits (read without the limits lock: the claim
+    itself re-checks under it). ``freed`` subtracts jobs this same statement takes out of
+    running (its snapshot still shows them running)."""
+    minus = (
+        " - coalesce((SELECT f.n FROM freed f WHERE f.key = l.concurrency_key), 0)" if freed else ""
+    )
+    return f"""(l.concurrency_key IS NULL OR l.concurrency_limit IS NULL
+         OR (SELECT count(*) FROM {{t}} r WHERE r.state = 'running'
+             AND r.concurrency_key = l.concurrency_key){minus} < l.concurrency_limit)
+     AND (l.rate_key IS NULL OR l.rate_limit IS NULL
+         OR (SELECT count(*) FROM {{rs}} x WHERE x.key = l.rate_key
+             AND x.started_at > {NOW} - coalesce(l.rate_period, interval '0')) < l.rate_limit)"""
+
+
+def _open_groups(claimable: str, n: str) -> str:
+    """A LATERAL subquery for served queue ``s``: up to ``n`` limit groups whose first job
+    (``l``) is within its limits. It skips from group to group with one index probe each, so
+    its cost grows with the groups at their limit (a few: they have jobs running or recently
+    started), not with how many jobs wait behind them."""
+    return f"""(
+        WITH RECURSIVE g(grp) AS (
+            (SELECT limit_group FROM {{t}}
+             WHERE state = 'available' AND limit_group IS NOT NULL AND queue = s.queue
+             ORDER BY limit_group LIMIT 1)
+          UNION ALL
+            SELECT (SELECT limit_group FROM {{t}}
+                    WHERE state = 'available' AND limit_group IS NOT NULL AND queue = s.queue
+                      AND limit_group > g.grp
+                    ORDER BY limit_group LIMIT 1)
+            FROM g WHERE g.grp IS NOT NULL
+        )
+        SELECT g.grp FROM g CROSS JOIN LATERAL (
+            SELECT concurrency_key, concurrency_limit, rate_key, rate_limit, rate_period
+            FROM {{t}}
+            WHERE state = 'available' AND limit_group IS NOT NULL AND queue = s.queue
+              AND limit_group = g.grp
+            ORDER BY {ORDER}
+            LIMIT 1
+        ) AS l
+        WHERE g.grp IS NOT NULL AND {claimable}
+        LIMIT {n}
+    )"""
+
+
+_WAITING = """EXISTS (
+        SELECT 1 FROM served s CROSS JOIN LATERAL (
+            SELECT 1 FROM {t} l
+            WHERE l.state = 'available' AND l.limit_group IS NOT NULL AND l.queue = s.queue
+            LIMIT 1
+        ) AS x
+    )"""
+
+
+def _lim(full: bool, freed: bool = False) -> str:
+    """Two flags: do limited jobs wait in the served queues, and may one be taken now?
+
+    The regular statement only probes whether any wait (one index probe per queue that finds
+    nothing when none do: cheap to run and to plan) and, if so, claims nothing: the backend
+    then uses the full statement, which also asks whether a limited job is within its limits
+    and claims unlimited jobs as usual when none is (a backlog at its limit costs one
+    statement per claim, not a locked transaction)."""
+    if not full:
+        return f"lim AS (SELECT w AS waiting, w AS claimable FROM (SELECT {_WAITING} AS w) AS z)"
+    return f"""lim AS (
+    SELECT {_WAITING} AS waiting, EXISTS (
+        SELECT 1 FROM served s CROSS JOIN LATERAL {_open_groups(_claimable(freed), "1")} AS og
+    ) AS claimable
+)"""
+
+
+def _candidates(first: str, gate: str, limit: str) -> str:
+    return f"""candidates AS (
     SELECT c.id, s.rank
     FROM served s CROSS JOIN LATERAL (
         SELECT id, eff_priority, deadline, run_at FROM {{t}}
-        WHERE state = 'available' AND queue = s.queue
+        WHERE state = 'available' AND {UNLIMITED} AND queue = s.queue
         ORDER BY {ORDER}
-        LIMIT %(limit)s
+        LIMIT {limit}
         FOR UPDATE SKIP LOCKED
     ) c
-    ORDER BY {{first}}c.eff_priority DESC, c.deadline ASC NULLS LAST, c.run_at, c.id
-    LIMIT %(limit)s
+    WHERE {gate}
+    ORDER BY {first}c.eff_priority DESC, c.deadline ASC NULLS LAST, c.run_at, c.id
+    LIMIT {limit}
 )"""
-_CLAIM_UPDATE = f"""
-UPDATE {{t}} AS j
-SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+
+
+_LEASE_SET = f"""state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
     lease_token = left(md5(random()::text || j.id::text), 16),
-    leased_until = {NOW} + %(lease)s, started_at = {NOW}
+    leased_until = {NOW} + %(lease)s, started_at = {NOW}"""
+_CLAIM_UPDATE = f"""claimed AS (
+UPDATE {{t}} AS j
+SET {_LEASE_SET}
 FROM candidates c
 WHERE j.id = c.id
-RETURNING {", ".join("j." + c.strip() for c in COLUMNS.split(","))}, c.rank, j.eff_priority"""
-_CANDIDATES = "WITH " + _CLAIM_CTES + _CLAIM_UPDATE
-CLAIM = _CANDIDATES.replace("{first}", "")
-CLAIM_ORDERED = _CANDIDATES.replace("{first}", "s.rank, ")
-
-HEARTBEAT = f"""
-UPDATE {{t}} AS j SET leased_until = {NOW} + %(lease)s
-FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l(id, token)
-WHERE j.id = l.id AND j.lease_token = l.token AND j.state = 'running'
-RETURNING j.id
-"""
+RETURNING {J_COLUMNS}, c.rank, j.eff_priority)"""
 
 TERMINAL_KINDS = "('completed', 'dead', 'cancelled', 'expired')"
 NEXT_RUN = f"coalesce(o.run_at, {NOW} + o.delay)"
-OUTCOMES = f"""
+
+
+def _outcomes(where: str, returning: str) -> str:
+    return f"""
 UPDATE {{t}} AS j SET
     state = CASE WHEN o.kind IN {TERMINAL_KINDS} THEN o.kind
                  WHEN {NEXT_RUN} > {NOW} THEN 'scheduled' ELSE 'available' END,
@@ -101,20 +304,176 @@ UPDATE {{t}} AS j SET
 FROM unnest(%(ids)s::bigint[], %(tokens)s::text[], %(kinds)s::text[], %(results)s::text[],
             %(run_ats)s::timestamptz[], %(delays)s::interval[], %(errors)s::text[])
      AS o(id, token, kind, result, run_at, delay, error)
-WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
+WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'{where}
+RETURNING {returning}
+"""
+
+
+#: Outcomes in their own transaction: the rows say which finished jobs have dependents.
+OUTCOMES = _outcomes("", "j.id, j.state, j.has_dependents")
+
+
+def _claim(first: str, full: bool) -> str:
+    return (
+        "WITH "
+        + ",\n".join(
+            [
+                _SERVED,
+                _lim(full),
+                _candidates(first, "NOT (SELECT claimable FROM lim)", "%(limit)s"),
+                _CLAIM_UPDATE,
+            ]
+        )
+        + "\nSELECT claimed.*, lim.waiting, lim.claimable FROM lim LEFT JOIN claimed ON true"
+    )
+
+
+# A claim in one statement. When a limited job may be taken, it claims nothing and says so
+# (the last column): the backend then claims under the limits lock, limited jobs first.
+CLAIM = _claim("", full=False)
+CLAIM_ORDERED = _claim("s.rank, ", full=False)
+CLAIM_FULL = _claim("", full=True)
+CLAIM_FULL_ORDERED = _claim("s.rank, ", full=True)
+
+
+def _exchange(first: str, full: bool) -> str:
+    # Outcomes of finished attempts and the next claim in one statement (so one round trip and
+    # one commit): the outcomes touch running rows, the claim available ones, so they never
+    # meet. A terminal outcome of a job with dependents is left out (not in the returned ids):
+    # the backend records it in a transaction that also resolves the dependents.
+    done = (
+        "done AS ("
+        + _outcomes(
+            f"\n  AND NOT (j.has_dependents AND o.kind IN {TERMINAL_KINDS})",
+            "j.id, j.concurrency_key",
+        )
+        + ")"
+    )
+    # jobs this statement takes out of running still look running to the rest of it
+    freed = """freed AS (
+    SELECT concurrency_key AS key, count(*) AS n FROM done
+    WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
+)"""
+    return (
+        "WITH "
+        + ",\n".join(
+            [
+                done,
+                *([freed] if full else []),
+                _SERVED,
+                _lim(full, freed=True),
+                _candidates(first, "NOT (SELECT claimable FROM lim)", "%(limit)s"),
+                _CLAIM_UPDATE,
+            ]
+        )
+        + "\nSELECT claimed.*, d.ids, lim.waiting, lim.claimable\n"
+        "FROM (SELECT array_agg(id) AS ids FROM done) AS d CROSS JOIN lim\n"
+        "LEFT JOIN claimed ON true"
+    )
+
+
+EXCHANGE = _exchange("", full=False)
+EXCHANGE_ORDERED = _exchange("s.rank, ", full=False)
+EXCHANGE_FULL = _exchange("", full=True)
+EXCHANGE_FULL_ORDERED = _exchange("s.rank, ", full=True)
+
+
+def _limited_candidates(first: str) -> str:
+    cols = (
+        "l.id, l.concurrency_key, l.concurrency_limit, l.rate_key, l.rate_limit, "
+        "l.rate_period, l.eff_priority, l.deadline, l.run_at"
+    )
+    return f"""
+WITH {_SERVED}, open_groups AS (
+    SELECT s.queue, s.rank, og.grp
+    FROM served s CROSS JOIN LATERAL {_open_groups(_claimable(freed=False), "%(limit)s")} AS og
+), cands AS (
+    -- the first limited jobs in claim order, those within their limits
+    SELECT l.*, s.rank FROM served s CROSS JOIN LATERAL (
+        SELECT {cols} FROM {{t}} l
+        WHERE l.state = 'available' AND l.limit_group IS NOT NULL AND l.queue = s.queue
+        ORDER BY l.eff_priority DESC, l.deadline ASC NULLS LAST, l.run_at, l.id
+        LIMIT %(scan)s
+    ) l
+    WHERE {_claimable(freed=False)}
+  UNION
+    -- and jobs of groups within their limits that wait behind groups at their limit
+    SELECT l.*, og.rank FROM open_groups og CROSS JOIN LATERAL (
+        SELECT {cols} FROM {{t}} l
+        WHERE l.state = 'available' AND l.limit_group IS NOT NULL AND l.queue = og.queue
+          AND l.limit_group = og.grp
+        ORDER BY l.eff_priority DESC, l.deadline ASC NULLS LAST, l.run_at, l.id
+        LIMIT %(limit)s
+    ) l
+)
+SELECT c.id, c.concurrency_key, c.concurrency_limit, c.rate_key, c.rate_limit,
+       (SELECT count(*) FROM {{t}} r
+        WHERE r.state = 'running' AND r.concurrency_key = c.concurrency_key),
+       (SELECT count(*) FROM {{rs}} x
+        WHERE x.key = c.rate_key
+          AND x.started_at > {NOW} - coalesce(c.rate_period, interval '0'))
+FROM cands c
+ORDER BY {first}c.eff_priority DESC, c.deadline ASC NULLS LAST, c.run_at, c.id
+LIMIT %(scan)s
+"""
+
+
+# Read under the limits lock: limited candidates within their limits, in claim order, each
+# with its key's running count and its rate key's starts in the window.
+LIMITED_CANDIDATES = _limited_candidates("")
+LIMITED_CANDIDATES_ORDERED = _limited_candidates("s.rank, ")
+
+
+def _claim_limited(first: str) -> str:
+    chosen = f"""chosen AS (
+UPDATE {{t}} AS j
+SET {_LEASE_SET}
+FROM served s
+WHERE j.id = ANY(%(chosen)s::bigint[]) AND j.state = 'available' AND j.queue = s.queue
+RETURNING {J_COLUMNS}, s.rank, j.eff_priority)"""
+    starts = f"""starts AS (
+    INSERT INTO {{rs}} (key, started_at)
+    SELECT rate_key, {NOW} FROM chosen WHERE rate_key IS NOT NULL
+), old_starts AS (
+    -- the sliding window only needs starts within the longest period of each key
+    DELETE FROM {{rs}} x
+    USING (SELECT c.rate_key, max(coalesce(j.rate_period, interval '0')) AS period
+           FROM chosen c JOIN {{t}} j ON j.id = c.id
+           WHERE c.rate_key IS NOT NULL GROUP BY c.rate_key) k
+    WHERE x.key = k.rate_key AND x.started_at <= {NOW} - k.period
+)"""
+    return (
+        "WITH "
+        + ",\n".join(
+            [_SERVED, chosen, starts, _candidates(first, "true", "%(fill)s"), _CLAIM_UPDATE]
+        )
+        + "\nSELECT chosen.*, 0 FROM chosen UNION ALL SELECT claimed.*, 1 FROM claimed"
+    )
+
+
+# Under the limits lock: the limited jobs select_limited chose, their rate starts, and
+# unlimited jobs for the remaining slots, in one statement.
+CLAIM_LIMITED = _claim_limited("")
+CLAIM_LIMITED_ORDERED = _claim_limited("s.rank, ")
+
+HEARTBEAT = f"""
+UPDATE {{t}} AS j SET leased_until = {NOW} + %(lease)s
+FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l(id, token)
+WHERE j.id = l.id AND j.lease_token = l.token AND j.state = 'running'
 RETURNING j.id
 """
 
-# Outcomes of finished attempts and the next claim in one statement (so one round trip and one
-# commit): the outcomes touch running rows, the claim available ones, so they never meet.
-# Every row carries the ids whose outcome applied; with nothing claimed there is one row.
-_EXCHANGE = (
-    "WITH done AS (" + OUTCOMES + "), " + _CLAIM_CTES + ", claimed AS (" + _CLAIM_UPDATE + ")\n"
-    "SELECT claimed.*, d.ids FROM (SELECT array_agg(id) AS ids FROM done) AS d\n"
-    "LEFT JOIN claimed ON true"
-)
-EXCHANGE = _EXCHANGE.replace("{first}", "")
-EXCHANGE_ORDERED = _EXCHANGE.replace("{first}", "s.rank, ")
+HELD = """
+SELECT j.id FROM {t} AS j
+JOIN unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS l(id, token) ON j.id = l.id
+WHERE j.lease_token = l.token AND j.state = 'running'
+"""
+
+SET_PROGRESS = """
+UPDATE {t} SET progress = %(fraction)s, progress_message = %(message)s
+WHERE id = %(id)s AND lease_token = %(token)s AND state = 'running'
+RETURNING id
+"""
 
 RELEASE = """
 UPDATE {t} AS j SET state = 'available', attempt = greatest(j.attempt - 1, 0),
@@ -124,22 +483,106 @@ WHERE j.id = l.id AND j.lease_token = l.token AND j.state = 'running'
 RETURNING j.id
 """
 
-CANCEL = f"""
-UPDATE {{t}} SET state = 'cancelled', finished_at = {NOW}, leased_until = NULL,
-    errors = errors || jsonb_build_array(jsonb_build_object(
-        'attempt', 0, 'at', (extract(epoch FROM {NOW}) * 1000000)::bigint,
-        'type', 'Cancelled', 'message', 'cancelled through the API', 'traceback', NULL))
-WHERE id = %(id)s AND state IN ({state_list_sql(sources(Action.CANCEL))})
-RETURNING {COLUMNS}
+# -- dependencies ----------------------------------------------------------------------------
+
+_FAILED = "(a.bad_id IS NOT NULL AND NOT j.allow_failed)"
+# Dependencies that just ended (ids with their terminal state; a deleted job counts as
+# cancelled): their edges are consumed, and each blocked dependent is unblocked when its last
+# dependency resolved, or cancelled when one failed and it does not allow failure. Returns the
+# dependents it changed; the backend repeats it for cancelled ones that have dependents.
+RESOLVE = f"""
+WITH fin AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[]) AS f(id, state)
+), e AS (
+    DELETE FROM {{d}} AS d USING fin WHERE d.dep_id = fin.id
+    RETURNING d.job_id, d.dep_id, fin.state
+), a AS (
+    SELECT job_id, count(*) AS n,
+           min(dep_id) FILTER (WHERE state <> 'completed') AS bad_id,
+           (array_agg(state ORDER BY dep_id) FILTER (WHERE state <> 'completed'))[1] AS bad_state
+    FROM e GROUP BY job_id
+)
+UPDATE {{t}} AS j SET
+    deps_pending = greatest(j.deps_pending - a.n, 0),
+    state = CASE WHEN {_FAILED} THEN 'cancelled'
+                 WHEN j.deps_pending - a.n > 0 THEN 'blocked'
+                 WHEN j.run_at > {NOW} THEN 'scheduled' ELSE 'available' END,
+    finished_at = CASE WHEN {_FAILED} THEN {NOW} END,
+    eff_priority = j.priority,
+    errors = CASE WHEN {_FAILED} THEN j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt, 'at', (extract(epoch FROM {NOW}) * 1000000)::bigint,
+        'type', 'DependencyFailed',
+        'message', replace(replace(%(message)s, %(dep_mark)s, a.bad_id::text),
+                           %(state_mark)s, a.bad_state),
+        'traceback', NULL)) ELSE j.errors END
+FROM a
+WHERE j.id = a.job_id AND j.state = 'blocked'
+RETURNING j.id, j.state, j.has_dependents, j.queue
 """
 
-RETRY = f"""
-UPDATE {{t}} SET state = 'available', run_at = {NOW}, eff_priority = priority,
+# -- operator actions ----------------------------------------------------------------------
+
+_CANCELLED_ERROR = f"""errors || jsonb_build_array(jsonb_build_object(
+        'attempt', 0, 'at', (extract(epoch FROM {NOW}) * 1000000)::bigint,
+        'type', 'Cancelled', 'message', 'cancelled through the API', 'traceback', NULL))"""
+
+CANCEL = f"""
+UPDATE {{t}} SET state = 'cancelled', finished_at = {NOW}, leased_until = NULL,
+    errors = {_CANCELLED_ERROR}
+WHERE id = %(id)s AND state IN ({state_list_sql(sources(Action.CANCEL))})
+RETURNING {COLUMNS}, has_dependents
+"""
+
+#: Which jobs a JobFilter selects (``search`` is an ILIKE pattern with \ escapes, or NULL).
+FILTER = """(%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(task)s::text IS NULL OR task = %(task)s)
+  AND (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(search)s::text IS NULL OR args ILIKE %(search)s ESCAPE '\\'
+       OR kwargs ILIKE %(search)s ESCAPE '\\')"""
+
+CANCEL_MANY = f"""
+UPDATE {{t}} SET state = 'cancelled', finished_at = {NOW}, leased_until = NULL,
+    errors = {_CANCELLED_ERROR}
+WHERE state IN ({state_list_sql(sources(Action.CANCEL))}) AND {FILTER}
+RETURNING id, has_dependents
+"""
+
+_RETRY_SET = f"""state = 'available', run_at = {NOW}, eff_priority = priority,
     max_attempts = greatest(max_attempts, attempt + 1), finished_at = NULL, result = NULL,
-    worker_id = NULL, leased_until = NULL
+    worker_id = NULL, leased_until = NULL"""
+
+RETRY = f"""
+UPDATE {{t}} SET {_RETRY_SET}
 WHERE id = %(id)s AND state IN ({state_list_sql(sources(Action.MANUAL_RETRY))})
 RETURNING {COLUMNS}
 """
+
+RETRY_MANY = f"""
+WITH picked AS (
+    SELECT x.id FROM (
+        SELECT id, unique_key,
+               row_number() OVER (PARTITION BY unique_key ORDER BY id DESC) AS rn
+        FROM {{t}}
+        WHERE state IN ({state_list_sql(sources(Action.MANUAL_RETRY))}) AND {FILTER}
+    ) x
+    -- one job per unique_key at most, and none whose key an active job holds
+    WHERE x.unique_key IS NULL OR (x.rn = 1 AND NOT EXISTS (
+        SELECT 1 FROM {{t}} h WHERE h.unique_key = x.unique_key AND h.state IN ({ACTIVE})))
+), retried AS (
+    UPDATE {{t}} AS j SET {_RETRY_SET}
+    FROM picked WHERE j.id = picked.id
+      AND j.state IN ({state_list_sql(sources(Action.MANUAL_RETRY))})
+    RETURNING j.queue
+)
+SELECT (SELECT count(*) FROM retried),
+       (SELECT count(pg_notify(%(channel)s, queue)) FROM (SELECT DISTINCT queue FROM retried) q)
+"""
+
+DELETE = """
+DELETE FROM {t} WHERE id = %(id)s AND state <> 'running' RETURNING state, has_dependents
+"""
+
+# -- maintenance -----------------------------------------------------------------------------
 
 PROMOTE = f"""
 UPDATE {{t}} SET state = 'available', eff_priority = priority
@@ -161,6 +604,7 @@ UPDATE {{t}} SET
             ELSE replace(%(lost)s, %(worker_mark)s, coalesce(worker_id, '?')) END,
         'traceback', NULL))
 WHERE state = 'running' AND leased_until < {NOW}
+RETURNING id, state, has_dependents
 """
 
 BOOST = f"least(%(max_boost)s, floor(extract(epoch FROM {NOW} - run_at) / %(every)s))::int"
@@ -170,11 +614,84 @@ WHERE state = 'available' AND run_at <= {NOW} - make_interval(secs => %(every)s)
   AND eff_priority < priority + {BOOST}
 """
 
+PRUNE = f"""
+DELETE FROM {{t}} WHERE id IN (
+    SELECT id FROM {{t}}
+    WHERE state IN ({TERMINAL}) AND state = ANY(%(states)s::text[])
+      AND finished_at < {NOW} - %(older)s
+    LIMIT %(limit)s)
+"""
+
+# Spares the ``keep`` most recently finished jobs of each state: per state, only jobs finished
+# before that state's keep-th most recent one (by finished_at, then id) may go.
+PRUNE_KEEP = f"""
+DELETE FROM {{t}} WHERE id IN (
+    SELECT x.id FROM unnest(%(states)s::text[]) AS s(state)
+    CROSS JOIN LATERAL (
+        SELECT k.finished_at, k.id FROM {{t}} k
+        WHERE k.state IN ({TERMINAL}) AND k.state = s.state
+        ORDER BY k.finished_at DESC, k.id DESC
+        OFFSET %(keep)s - 1 LIMIT 1
+    ) AS kept
+    CROSS JOIN LATERAL (
+        SELECT j.id FROM {{t}} j
+        WHERE j.state IN ({TERMINAL}) AND j.state = s.state
+          AND j.finished_at < {NOW} - %(older)s
+          AND (j.finished_at, j.id) < (kept.finished_at, kept.id)
+        LIMIT %(limit)s
+    ) AS x
+    LIMIT %(limit)s)
+"""
+
 LIST = f"""
 SELECT {COLUMNS} FROM {{t}}
-WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
-  AND (%(task)s::text IS NULL OR task = %(task)s)
-  AND (%(state)s::text IS NULL OR state = %(state)s)
+WHERE {FILTER}
   AND (%(before)s::bigint IS NULL OR id < %(before)s)
 ORDER BY id DESC LIMIT %(limit)s
+"""
+
+# -- queues, periodic ticks, locks -----------------------------------------------------------
+
+SET_QUEUE = """
+INSERT INTO {qs} AS s (queue, paused, max_depth)
+VALUES (%(queue)s, coalesce(%(paused)s::boolean, false),
+        CASE WHEN %(set_depth)s THEN %(depth)s::integer END)
+ON CONFLICT (queue) DO UPDATE SET
+    paused = coalesce(%(paused)s::boolean, s.paused),
+    max_depth = CASE WHEN %(set_depth)s THEN %(depth)s::integer ELSE s.max_depth END
+RETURNING paused, max_depth
+"""
+
+QUEUE_SETTINGS = "SELECT queue, paused, max_depth FROM {qs} ORDER BY queue"
+
+# Compare-and-set of a schedule's last tick: a row comes back only if ``tick`` is newer.
+ADVANCE_TICK = """
+INSERT INTO {ct} AS c (name, tick) VALUES (%(name)s, %(tick)s)
+ON CONFLICT (name) DO UPDATE SET tick = excluded.tick WHERE c.tick < excluded.tick
+RETURNING name
+"""
+
+CRON_TICKS = "SELECT name, tick FROM {ct}"
+
+# Locks: one row per name; the token only ever grows (a released lock keeps its row). A lock
+# is held up to and including its expiry instant, free after it.
+ACQUIRE_LOCK = f"""
+INSERT INTO {{lk}} AS l (name, owner, token, expires_at)
+VALUES (%(name)s, %(owner)s, 1, {NOW} + %(ttl)s)
+ON CONFLICT (name) DO UPDATE SET
+    owner = excluded.owner, token = l.token + 1, expires_at = excluded.expires_at
+WHERE l.expires_at IS NULL OR l.expires_at < {NOW}
+RETURNING token
+"""
+
+RENEW_LOCK = f"""
+UPDATE {{lk}} SET expires_at = {NOW} + %(ttl)s
+WHERE name = %(name)s AND token = %(token)s AND expires_at IS NOT NULL
+RETURNING token
+"""
+
+RELEASE_LOCK = """
+UPDATE {lk} SET owner = NULL, expires_at = NULL
+WHERE name = %(name)s AND token = %(token)s AND expires_at IS NOT NULL
+RETURNING token
 """
