@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -790,7 +790,16 @@ def test_migrate_postgres_into_its_own_schema(capsys: pytest.CaptureFixture[str]
                 "ORDER BY 1",
                 (schema,),
             ).fetchall()
-        assert tables == [("jobq_jobs",), ("jobq_meta",), ("jobq_workers",)]
+        assert [t for (t,) in tables] == [
+            "jobq_cron_ticks",
+            "jobq_deps",
+            "jobq_jobs",
+            "jobq_locks",
+            "jobq_meta",
+            "jobq_queues",
+            "jobq_rate_starts",
+            "jobq_workers",
+        ]
         code, _, err = run(capsys, "migrate", "--url", base, "--schema", "Bad-Name")
         assert code == 2
         assert_one_error(err, "invalid PostgreSQL schema name 'Bad-Name'")

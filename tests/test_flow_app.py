@@ -497,3 +497,39 @@ def test_retention_by_state_and_count(app_url: str) -> None:
         assert stats[jobq.JobState.DEAD] == 1  # kept forever by age, but only 1 by count
     finally:
         app.close()
+
+
+# -- periodic jobs and locks through the App ---------------------------------------------------
+
+
+def test_worker_leader_enqueues_due_ticks_of_app_periodic(app: jobq.App) -> None:
+    ran: list[str] = []
+
+    @app.periodic("*/5 * * * *", name="rates", tick_kwarg="tick")
+    def refresh_rates(tick: str) -> None:
+        ran.append(tick)
+
+    schedule = app.scheduler.schedules["rates"]
+    now = app.backend.now()
+    last = schedule.cron.last_at_or_before(now - timedelta(minutes=20))
+    assert last is not None
+    # the store says the schedule last ran 20+ minutes ago: the latest missed tick is due now
+    app.backend.enqueue_tick("rates", last, schedule.build(last))
+    app.backend.cancel_many(jobq.backends.JobFilter(queue="default"))
+    bg = Background(app, threads=1)
+    try:
+        wait_for(lambda: len(ran) == 1)
+    finally:
+        bg.stop()
+    assert app.backend.cron_ticks()["rates"] > last
+    with pytest.raises(jobq.ConfigurationError, match="hour field"):
+        app.periodic("0 25 * * *", task=refresh_rates)
+
+
+def test_app_lock_excludes_a_second_holder(app: jobq.App) -> None:
+    with app.lock("import:customer-7", ttl=30) as lock:
+        assert lock.token >= 1
+        with pytest.raises(jobq.LockTimeout), app.lock("import:customer-7", ttl=30, wait=0):
+            pass
+    with app.lock("import:customer-7", ttl=30, wait=0) as again:
+        assert again.token > lock.token

@@ -17,6 +17,7 @@ from jobq.app import App
 from jobq.backends.base import Backend, QueueSettings, WorkerInfo
 from jobq.context import RunningJob, current_job
 from jobq.control import Cancel, Cancelled, Retry, Snooze
+from jobq.cron import Cron
 from jobq.exceptions import (
     BackendError,
     ConfigurationError,
@@ -43,7 +44,9 @@ from jobq.exceptions import (
 )
 from jobq.group import Group
 from jobq.job import AttemptError, Job, JobRecord
+from jobq.locks import Lock
 from jobq.options import RateLimit
+from jobq.periodic import Periodic
 from jobq.retry import ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy
 from jobq.states import JobState
 from jobq.task import Call, Task, TaskCall
@@ -61,6 +64,7 @@ __all__ = [
     "Cancel",
     "Cancelled",
     "ConfigurationError",
+    "Cron",
     "DatabaseOpenError",
     "DependencyError",
     "ExponentialBackoff",
@@ -77,12 +81,14 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobqError",
+    "Lock",
     "LockError",
     "LockLost",
     "LockTimeout",
     "NoCurrentJob",
     "NoRetry",
     "PayloadError",
+    "Periodic",
     "QueueFull",
     "QueueSettings",
     "RateLimit",

@@ -11,14 +11,16 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from jobq.backends import Backend, JobFilter, check_url, open_backend, redact_url
 from jobq.backends.base import NewJob, QueueSettings, WorkerInfo
 from jobq.clock import as_duration
+from jobq.cron import Cron
 from jobq.exceptions import ConfigurationError, InvalidJobError, JobNotFound, QueueFull
 from jobq.group import Group
 from jobq.job import Job, JobRecord
+from jobq.locks import Lock
 from jobq.metrics import record_enqueued
 from jobq.options import (
     JobOptions,
@@ -30,15 +32,13 @@ from jobq.options import (
     validate_task_name,
 )
 from jobq.payload import DEFAULT_MAX_BYTES
+from jobq.periodic import Periodic, Scheduler
 from jobq.retry import DEFAULT_RETRY, RetryPolicy
 from jobq.secrets import normalize as normalize_secret
 from jobq.secrets import redact_args
 from jobq.states import TERMINAL_STATES, JobState
 from jobq.task import Call, Task
 from jobq.worker import Aging, Worker, WorkerConfig, WorkerSummary, signal_handlers
-
-if TYPE_CHECKING:
-    from jobq.periodic import Scheduler
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,7 +91,8 @@ class App:
         self._backend: Backend | None = None
         self._open_lock = threading.Lock()
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
-        self._scheduler: Scheduler | None = None
+        #: the periodic schedules of this app (``@app.periodic``); the workers' leader runs them
+        self.scheduler = Scheduler()
 
     def __repr__(self) -> str:
         return f"<jobq.App {redact_url(self.url)} tasks={len(self._tasks)}>"
@@ -224,6 +225,116 @@ class App:
         if fn is not None:
             return register(fn)
         return register
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        task: Task[Any, Any] | str | None = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        missed: str = "skip",
+        catch_up_limit: int = 10,
+        tick_kwarg: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: timedelta | float | None = None,
+        unique_key: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Any:
+        """Run a task on a cron schedule.
+
+        ``@app.periodic("*/5 * * * *")`` on a function registers it as a task (default options)
+        and schedules it; put it above ``@app.task(...)`` to schedule a task with options of its
+        own. ``app.periodic("0 3 * * *", task=send_report, args=["daily"])`` schedules an
+        existing task (a Task, or a task name) and returns the :class:`jobq.periodic.Periodic`.
+
+        Each tick is enqueued exactly once however many workers run, on however many machines.
+        ``timezone``: an IANA name whose wall-clock times the fields describe. ``missed``: ticks
+        missed while no worker ran are dropped but the latest (``"skip"``), or up to
+        ``catch_up_limit`` of them are enqueued too (``"catch_up"``). ``name`` (default: the
+        task's name) keeps the schedule's last tick in the store: give one when a task has two
+        schedules. ``tick_kwarg``: pass the tick (ISO 8601, UTC) as that keyword argument.
+        Invalid input raises :class:`jobq.ConfigurationError` here, and registers nothing.
+        """
+        options = JobOptions(
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            unique_key=unique_key,
+            tags=tags,
+        )
+        schedule = Cron.parse(cron, timezone=timezone)
+
+        def make(task_name: str, defaults: TaskDefaults) -> Periodic:
+            return Periodic(
+                name or task_name,
+                schedule,
+                task_name,
+                args,
+                kwargs,
+                options,
+                missed=missed,
+                catch_up_limit=catch_up_limit,
+                tick_kwarg=tick_kwarg,
+                defaults=defaults,
+                max_payload_bytes=self.max_payload_bytes,
+            )
+
+        def schedule_for(target: Any) -> tuple[Any, Periodic]:
+            """(what the decorator returns, the schedule added)."""
+            if isinstance(target, Task):
+                if target.app is not self:
+                    raise ConfigurationError(
+                        f"task {target.name!r} belongs to another app; schedule it with that app"
+                    )
+                return target, self.scheduler.add(make(target.name, target.defaults))
+            if isinstance(target, str):
+                registered = self._tasks.get(target)
+                defaults = registered.defaults if registered is not None else TaskDefaults()
+                p = self.scheduler.add(make(target, defaults))
+                return p, p
+            if not callable(target):
+                raise ConfigurationError(
+                    f"@app.periodic needs a function or a task, got {target!r}"
+                )
+            # validate and add the schedule first, so that a bad one registers no task
+            p = self.scheduler.add(
+                make(f"{target.__module__}.{target.__qualname__}", TaskDefaults())
+            )
+            try:
+                return self.task(target), p
+            except BaseException:
+                self.scheduler.remove(p.name)
+                raise
+
+        if task is not None:
+            return schedule_for(task)[1]
+        return lambda target: schedule_for(target)[0]
+
+    def lock(
+        self,
+        name: str,
+        *,
+        ttl: timedelta | float = 60.0,
+        wait: timedelta | float | None = None,
+        owner: str | None = None,
+    ) -> Lock:
+        """A distributed lock kept in the job store, usable from any process or machine::
+
+            with app.lock("import:customer-7", ttl=60, wait=10) as lock:
+                ...  # lock.token is a fencing token; lock.check() raises LockLost if lost
+
+        Held for ``ttl`` at a time and renewed every third of it while held; released on leaving
+        the block (raising :class:`jobq.LockLost` there if the lease was lost meanwhile); taken
+        over by another holder only after its lease expired. ``wait``: how long to wait for a
+        held lock before :class:`jobq.LockTimeout` (None: as long as it takes; 0: one try).
+        """
+        return Lock(self.backend, name, ttl, wait=wait, owner=owner)
 
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
@@ -582,7 +693,7 @@ class App:
             min_threads=min_threads,
             scale_down_after=_seconds(scale_down_after, "scale_down_after"),
             cancel_grace=_seconds(cancel_grace, "cancel_grace"),
-            scheduler=self._scheduler,
+            scheduler=self.scheduler,
         )
         self.open()
         return Worker(self, config)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -218,6 +218,7 @@ class Worker:
         self._abandoned: dict[str, float] = {}  # thread name -> monotonic time abandoned
         self._maybe_work = True
         self._next_aging = 0.0
+        self._next_cron: datetime | None = None  # when the app's scheduler next has work
         self._next_promote = float("inf")
         self._down_since: float | None = None
         self._retry_delay = 0.0
@@ -578,14 +579,25 @@ class Worker:
                 # aging scans the available jobs, so it runs a few times per aging step only
                 self._next_aging = time.monotonic() + max(cfg.aging.every.total_seconds() / 4, 1)
                 self.backend.age(every=cfg.aging.every, max_boost=cfg.aging.max_boost)
-            if cfg.scheduler is not None and cfg.scheduler.tick(self.backend):
-                self._maybe_work = True
+            self._run_periodic()
             if random.random() < 0.02:
                 self._prune()
                 # workers killed without unregistering stay listed (as not alive) a while
                 self.backend.prune_workers(older_than=max(10 * cfg.lease, timedelta(minutes=10)))
         except JobqError as exc:
             self._store_failed("maintenance", exc)
+
+    def _run_periodic(self) -> None:
+        """Enqueue due cron ticks (exactly once across every worker: the store decides)."""
+        scheduler = self.config.scheduler
+        if scheduler is None or not scheduler.schedules:
+            return
+        if self._next_cron is not None and utcnow() < self._next_cron:
+            return
+        now = self.backend.now()
+        if scheduler.tick(self.backend, now=now):
+            self._maybe_work = True
+        self._next_cron = scheduler.next_wakeup(now)
 
     def _prune(self) -> None:
         """Retention: finished jobs older than their state's age, and beyond the count."""

@@ -7,8 +7,13 @@ Commands::
     jobq status [--watch] [--interval S] [--json]
     jobq jobs list [--state S] [--queue Q] [--task T] [--limit N] [--before ID] [--json]
     jobq jobs show ID [--json]
-    jobq jobs retry ID...
-    jobq jobs cancel ID...
+    jobq jobs retry ID... | --all [--state S] [--queue Q] [--task T]
+    jobq jobs cancel ID... | [--queue Q] [--state S] [--task T]
+    jobq jobs delete ID...
+    jobq queues list | pause NAME... | resume NAME... | set-max-depth NAME N|none
+    jobq cron list [--json]
+    jobq prune [--state S] [--older-than S] [--keep N]
+    jobq dashboard [MODULE:APP | --url URL] [--host H] [--port P]
     jobq migrate [--schema NAME]
     jobq demo [ARGS...]
 

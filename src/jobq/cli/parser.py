@@ -25,6 +25,7 @@ from jobq.cli.commands import (
     cmd_status,
     cmd_worker,
 )
+from jobq.cli.cron import cmd_cron_list
 from jobq.cli.errors import PROG, UsageError
 from jobq.states import JobState
 
@@ -271,6 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     jc.set_defaults(handler=cmd_jobs_cancel)
     flow.add_parsers(sub, jsub, common, store, as_json)
     dashboard.add_parser(sub, common, store)
+
+    c = sub.add_parser(
+        "cron",
+        help="list periodic (cron) schedules",
+        description="Periodic (cron) schedules.",
+    )
+    csub = c.add_subparsers(dest="cron_command", metavar="ACTION", required=True)
+    cl = csub.add_parser(
+        "list",
+        parents=[common, store, as_json],
+        help="list schedules with their last and next tick",
+        description="List the app's periodic schedules (--app MODULE:APP) with the last tick "
+        "enqueued (from the job store) and the next one. With --url only, the schedules the "
+        "store has ticks for, without their expressions.",
+    )
+    cl.set_defaults(handler=cmd_cron_list)
 
     m = sub.add_parser(
         "migrate",
