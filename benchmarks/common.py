@@ -14,7 +14,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -89,17 +88,22 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 
-Suite = Literal["sqlite", "postgres"]
+StoreKind = Literal["sqlite", "postgres", "redis"]
 
 
 @dataclass(frozen=True)
 class System:
-    """One system under test, as the runner sees it."""
+    """One system under test, as its own module defines it (``SYSTEM``).
+
+    The runner never imports a system's module: it reads these fields through
+    ``python -m benchmarks.client describe MODULE`` (see :class:`SystemInfo`), and drives the
+    producer (:attr:`connect`) and the worker in subprocesses of the system's interpreter.
+    """
 
     name: str
     version: str
-    #: Which store it runs on: a SQLite file, or a PostgreSQL database.
-    suite: Suite
+    #: Which store it runs on: a SQLite file, a PostgreSQL database, or a Redis database.
+    store: StoreKind
     #: Module run as ``python -m <module> worker --db STORE`` to start one worker process.
     module: str
     #: What durability the run uses, in a few words (shown in the table).
@@ -113,6 +117,41 @@ class System:
     #: Opens a producer on a store (:attr:`Store.locator`).
     connect: Callable[[str], Client]
     notes: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """The fields the runner needs, as JSON-able data (everything but :attr:`connect`)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "store": self.store,
+            "module": self.module,
+            "durability": self.durability,
+            "durability_note": self.durability_note,
+            "bulk_api": self.bulk_api,
+            "backlog_api": self.backlog_api,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """A system as the runner sees it: :meth:`System.describe` plus the interpreter to run it
+    with (the project's for jobq, the peers' environment for the peers)."""
+
+    name: str
+    version: str
+    store: StoreKind
+    module: str
+    durability: str
+    durability_note: str
+    bulk_api: str | None
+    backlog_api: str
+    notes: tuple[str, ...]
+    python: str
+
+    @classmethod
+    def from_description(cls, data: dict[str, Any], python: str) -> SystemInfo:
+        return cls(**{**data, "notes": tuple(data.get("notes", ())), "python": python})
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +171,7 @@ class Store:
 
 
 #: Opens a fresh store: ``(system, label, workdir)``; removed on leaving the block.
-StoreFactory = Callable[[System, str, Path], AbstractContextManager[Store]]
+StoreFactory = Callable[[SystemInfo, str, Path], AbstractContextManager[Store]]
 
 
 @contextmanager
@@ -169,6 +208,14 @@ def sqlite_journal_mode(db: Path) -> str:
 # The worker subprocess
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment of a system's subprocesses: this one, with the repository importable
+    (so ``python -m benchmarks.<module>`` works from any interpreter)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
 class WorkerDied(RuntimeError):
     pass
 
@@ -176,9 +223,9 @@ class WorkerDied(RuntimeError):
 class WorkerProcess:
     """``python -m <module> worker --db STORE`` in its own process, stopped with SIGTERM."""
 
-    def __init__(self, system: System, store: Store, workdir: Path, label: str) -> None:
+    def __init__(self, system: SystemInfo, store: Store, workdir: Path, label: str) -> None:
         self.argv = [
-            sys.executable,
+            system.python,
             "-m",
             system.module,
             "worker",
@@ -192,8 +239,7 @@ class WorkerProcess:
         self.stopped_cleanly: bool | None = None
 
     def __enter__(self) -> WorkerProcess:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env = subprocess_env()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -230,6 +276,22 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait()
             self.stopped_cleanly = False
+
+    def memory_mb(self) -> dict[str, float]:
+        """The worker process's resident memory now and at its peak (Linux ``/proc``), MiB."""
+        assert self.proc is not None
+        found: dict[str, float] = {}
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as status:
+                for line in status:
+                    key, _, value = line.partition(":")
+                    if key in ("VmRSS", "VmHWM"):
+                        found["rss_mb" if key == "VmRSS" else "peak_rss_mb"] = (
+                            int(value.split()[0]) / 1024
+                        )
+        except (OSError, ValueError):
+            pass
+        return found
 
     def log_lines(self) -> list[str]:
         try:

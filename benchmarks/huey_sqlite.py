@@ -103,7 +103,7 @@ class HueyClient:
 SYSTEM = System(
     name="huey",
     version=huey.__version__,
-    suite="sqlite",
+    store="sqlite",
     module="benchmarks.huey_sqlite",
     durability="WAL, sync=FULL",
     durability_note=(

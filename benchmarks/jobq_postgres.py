@@ -31,7 +31,7 @@ class JobqPostgresClient(jobq_common.JobqClient):
 SYSTEM = System(
     name="jobq",
     version=jobq_common.version(),
-    suite="postgres",
+    store="postgres",
     module="benchmarks.jobq_postgres",
     durability="sync_commit=on",
     durability_note=(

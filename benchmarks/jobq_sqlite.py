@@ -31,7 +31,7 @@ class JobqSqliteClient(jobq_common.JobqClient):
 SYSTEM = System(
     name="jobq",
     version=jobq_common.version(),
-    suite="sqlite",
+    store="sqlite",
     module="benchmarks.jobq_sqlite",
     durability="WAL, sync=FULL",
     durability_note=(

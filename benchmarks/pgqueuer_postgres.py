@@ -98,7 +98,7 @@ class PgqueuerClient:
 SYSTEM = System(
     name="pgqueuer",
     version=dist_version("pgqueuer"),
-    suite="postgres",
+    store="postgres",
     module="benchmarks.pgqueuer_postgres",
     durability="sync_commit=on",
     durability_note=(

@@ -102,7 +102,7 @@ class ProcrastinateClient:
 SYSTEM = System(
     name="procrastinate",
     version=dist_version("procrastinate"),
-    suite="postgres",
+    store="postgres",
     module="benchmarks.procrastinate_postgres",
     durability="sync_commit=on",
     durability_note=(

@@ -1,7 +1,10 @@
-"""The four workloads (drain, bulk, latency, backlog), written once against ``System``.
+"""The four workloads (drain, bulk, latency, backlog), written once against ``SystemInfo``.
 
 Each workload gets a fresh store from ``stores`` (a database file in ``workdir``, a fresh
-temporary directory, or a fresh PostgreSQL database), removed when the workload ends.
+temporary directory, a fresh PostgreSQL database, or an emptied Redis database), removed or
+emptied when the workload ends. The producer and the worker are subprocesses running the
+system's own interpreter; timed enqueue loops run inside the producer (see
+:mod:`benchmarks.client`).
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.client import RemoteClient
 from benchmarks.common import (
     Store,
     StoreFactory,
-    System,
+    SystemInfo,
     WorkerProcess,
     latency_summary,
     ratio,
@@ -35,38 +39,30 @@ def _worker_report(worker: WorkerProcess) -> dict[str, Any]:
     return report
 
 
-def _counts(system: System, store: Store) -> tuple[int, int | None]:
+def _counts(system: SystemInfo, store: Store, workdir: Path) -> tuple[int, int | None]:
     """``(pending, completed)`` as the system itself reports them."""
-    client = system.connect(store.locator)
-    try:
+    with RemoteClient(system, store.locator, workdir, "counts") as client:
         return client.pending(), client.completed()
-    finally:
-        client.close()
 
 
 def drain(
-    system: System, stores: StoreFactory, n: int, workdir: Path, timeout: float
+    system: SystemInfo, stores: StoreFactory, n: int, workdir: Path, timeout: float
 ) -> dict[str, Any]:
     """Workload 1: enqueue ``n`` jobs one call at a time, then drain them with one worker."""
     out = workdir / "drain.out"
     out.touch()
     with stores(system, "drain", workdir) as store:
-        client = system.connect(store.locator)
-        try:
-            start = time.perf_counter()
-            for _ in range(n):
-                client.enqueue_noop(str(out))
-            enqueue_s = time.perf_counter() - start
+        with RemoteClient(system, store.locator, workdir, "drain") as client:
+            enqueue_s = client.enqueue_noop_n(str(out), n)
             queued = client.pending()
-        finally:
-            client.close()
-        store.analyze()  # PostgreSQL: statistics for the table just filled; SQLite: nothing
+        store.analyze()  # PostgreSQL: statistics for the table just filled; others: nothing
 
         with WorkerProcess(system, store, workdir, "drain") as worker:
             first, last = wait_for_bytes(out, n, worker, timeout)
+            memory = worker.memory_mb()
         # Stopped (SIGTERM) on leaving the block.  Now check that every job ran exactly once.
         ran = out.stat().st_size
-        pending_after, completed_after = _counts(system, store)
+        pending_after, completed_after = _counts(system, store, workdir)
     return {
         "n": n,
         "enqueue_s": enqueue_s,
@@ -79,24 +75,22 @@ def drain(
         "pending_after": pending_after,
         "completed_after": completed_after,
         "ok": queued == n and ran == n and pending_after == 0 and completed_after in (None, n),
+        **{f"worker_{k}": v for k, v in memory.items()},
         **_worker_report(worker),
     }
 
 
-def bulk(system: System, stores: StoreFactory, n: int, workdir: Path) -> dict[str, Any]:
+def bulk(system: SystemInfo, stores: StoreFactory, n: int, workdir: Path) -> dict[str, Any]:
     """Workload 2: one call that enqueues ``n`` jobs."""
     if system.bulk_api is None:
         return {"n": n, "supported": False}
     out = workdir / "bulk.out"
-    with stores(system, "bulk", workdir) as store:
-        client = system.connect(store.locator)
-        try:
-            start = time.perf_counter()
-            client.enqueue_noop_many(str(out), n)
-            elapsed = time.perf_counter() - start
-            queued = client.pending()
-        finally:
-            client.close()
+    with (
+        stores(system, "bulk", workdir) as store,
+        RemoteClient(system, store.locator, workdir, "bulk") as client,
+    ):
+        elapsed = client.enqueue_noop_many(str(out), n)
+        queued = client.pending()
     return {
         "n": n,
         "supported": True,
@@ -109,7 +103,7 @@ def bulk(system: System, stores: StoreFactory, n: int, workdir: Path) -> dict[st
 
 
 def latency(
-    system: System,
+    system: SystemInfo,
     stores: StoreFactory,
     jobs: int,
     rate: float,
@@ -126,33 +120,24 @@ def latency(
     out = workdir / "latency.out"
     warmup.touch()
     out.touch()
-    with stores(system, "latency", workdir) as store:
-        client = system.connect(store.locator)
-        try:
-            with WorkerProcess(system, store, workdir, "latency") as worker:
-                client.enqueue_noop(str(warmup))
-                wait_for_bytes(warmup, 1, worker, timeout)
-                time.sleep(idle)
-                start = time.perf_counter()
-                late = 0.0
-                for i in range(jobs):
-                    delay = start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    else:
-                        late = max(late, -delay)
-                    client.enqueue_latency(str(out), time.time())
-                enqueue_span = time.perf_counter() - start
-                lines = wait_for_lines(out, jobs, worker, timeout)
-        finally:
-            client.close()
+    with (
+        stores(system, "latency", workdir) as store,
+        RemoteClient(system, store.locator, workdir, "latency") as client,
+        WorkerProcess(system, store, workdir, "latency") as worker,
+    ):
+        client.enqueue_noop(str(warmup))
+        wait_for_bytes(warmup, 1, worker, timeout)
+        time.sleep(idle)
+        paced = client.enqueue_paced(str(out), jobs, rate)
+        lines = wait_for_lines(out, jobs, worker, timeout)
     samples = [float(line) for line in lines]
+    span = paced["span_s"]
     return {
         "jobs": jobs,
         "rate_per_s": rate,
         "idle_s": idle,
-        "achieved_rate_per_s": (jobs - 1) / enqueue_span if enqueue_span > 0 else None,
-        "max_enqueue_lag_ms": late * 1000.0,
+        "achieved_rate_per_s": (jobs - 1) / span if span > 0 else None,
+        "max_enqueue_lag_ms": paced["late_s"] * 1000.0,
         **latency_summary(samples),
         "ok": len(samples) == jobs,
         **_worker_report(worker),
@@ -160,7 +145,7 @@ def latency(
 
 
 def backlog(
-    system: System,
+    system: SystemInfo,
     stores: StoreFactory,
     small: int,
     big: int,
@@ -196,21 +181,21 @@ def backlog(
 
 
 def _backlog_run(
-    system: System, stores: StoreFactory, size: int, timed: int, workdir: Path, timeout: float
+    system: SystemInfo,
+    stores: StoreFactory,
+    size: int,
+    timed: int,
+    workdir: Path,
+    timeout: float,
 ) -> dict[str, Any]:
     """Queue ``size`` jobs, settle the store, start a worker and time its first ``timed``."""
     label = f"backlog-{size}"
     out = workdir / f"{label}.out"
     out.touch()
     with stores(system, label, workdir) as store:
-        client = system.connect(store.locator)
-        try:
-            start = time.perf_counter()
-            client.enqueue_backlog(str(out), size)
-            insert_s = time.perf_counter() - start
+        with RemoteClient(system, store.locator, workdir, label) as client:
+            insert_s = client.enqueue_backlog(str(out), size)
             queued = client.pending()
-        finally:
-            client.close()
         start = time.perf_counter()
         store.settle()
         settle_s = time.perf_counter() - start
@@ -218,8 +203,9 @@ def _backlog_run(
         with WorkerProcess(system, store, workdir, label) as worker:
             spawned = time.perf_counter()
             first, last = wait_for_bytes(out, timed, worker, timeout)
+            memory = worker.memory_mb()
         ran = out.stat().st_size
-        pending_after, completed_after = _counts(system, store)
+        pending_after, completed_after = _counts(system, store, workdir)
     # Stopped mid-backlog: a job either ran (and is recorded as done, where the system keeps
     # such records) or is still queued.  Anything else is lost or ran twice.
     unaccounted = size - ran - pending_after
@@ -237,5 +223,6 @@ def _backlog_run(
         "completed_after": completed_after,
         "unaccounted_after_stop": unaccounted,
         "ok": queued == size and ran >= timed and completed_after in (None, ran),
+        **{f"worker_{k}": v for k, v in memory.items()},
         **_worker_report(worker),
     }
