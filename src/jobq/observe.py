@@ -34,6 +34,8 @@ def job_started(record: JobRecord) -> None:
         m = worker_metrics()
         if m is not None:
             m.job_started(record)
+        if not log.isEnabledFor(logging.DEBUG):
+            return  # a busy worker starts thousands a second: skip building the line
         log.debug(
             "job %s started: %s attempt %d/%d",
             record.id,
@@ -54,10 +56,12 @@ def job_finished(record: JobRecord, outcome: Outcome, started: float | None) -> 
         m = worker_metrics()
         if m is not None:
             m.job_finished(record, outcome, seconds)
-        took = "" if seconds is None else f" in {seconds:.3f}s"
         kind = outcome.kind.value
-        why = f": {outcome.error.type}: {outcome.error.message}" if outcome.error else ""
         level = _LEVELS.get(kind, logging.INFO)
+        if not log.isEnabledFor(level):
+            return
+        took = "" if seconds is None else f" in {seconds:.3f}s"
+        why = f": {outcome.error.type}: {outcome.error.message}" if outcome.error else ""
         log.log(
             level,
             "job %s %s%s (%s attempt %d/%d)%s",

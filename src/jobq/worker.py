@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobq.worker")
 
+#: How long a finished attempt's outcome may wait to share a commit with others while the
+#: threads still have claimed jobs queued (see ``Worker._exchange``).
+ACK_DELAY = 0.005
+
 
 @dataclass(frozen=True, slots=True)
 class Aging:
@@ -211,6 +215,7 @@ class Worker:
         self._inbox: queue.SimpleQueue[JobRecord | None] = queue.SimpleQueue()
         self._held: dict[int, _Held] = {}
         self._acks: list[Outcome] = []
+        self._acks_since = 0.0  # monotonic time the oldest unrecorded outcome was handed back
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -332,6 +337,7 @@ class Worker:
                 next_watch if self._held else float("inf"),
                 self._next_timeout(),
                 self._next_promote,
+                self._acks_since + ACK_DELAY if self._acks else float("inf"),
             )
             while not self._wake.is_set() and not self._stopping.is_set():
                 remaining = wait_until - time.monotonic()
@@ -349,8 +355,21 @@ class Worker:
 
     def _exchange(self, claim: bool) -> int:
         """Record finished attempts and, if ``claim`` and slots are free, claim more jobs, in
-        one transaction (one commit per batch, not two). Returns how many were claimed."""
+        one transaction (one commit per batch, not two). Returns how many were claimed.
+
+        While the threads still have claimed jobs queued, it waits until half the slots are
+        free (or the oldest outcome has waited ``ACK_DELAY``): a commit per finished job
+        would make the commit, not the jobs, the limit."""
         with self._lock:
+            capacity = self._live_threads + min(self._prefetch, self._live_threads)
+            if (
+                claim
+                and self._inbox.qsize() > 0
+                and 2 * (len(self._held) - len(self._acks)) > capacity
+                and (not self._acks or time.monotonic() - self._acks_since < ACK_DELAY)
+                and not self._stopping.is_set()
+            ):
+                return 0
             acks, self._acks = self._acks, []
             # acknowledged jobs give their slots back in the same transaction
             acked = {o.lease.job_id for o in acks}
@@ -677,6 +696,8 @@ class Worker:
             self.summary.timed_out += 1
             with self._lock:
                 observe.job_finished(h.record, outcome, h.started)
+                if not self._acks:
+                    self._acks_since = time.monotonic()
                 self._acks.append(outcome)
             # The stuck thread keeps its OS thread until the task returns; a fresh thread takes
             # its slot so the pool keeps its size.
@@ -831,6 +852,8 @@ class Worker:
             h = self._held.get(record.id)
             if h is not None and outcome is not None and not h.timed_out and not h.lost:
                 observe.job_finished(record, outcome, h.started)  # counted before it is stored
+                if not self._acks:
+                    self._acks_since = time.monotonic()
                 self._acks.append(outcome)
             elif h is not None and h.lost:
                 self._held.pop(record.id, None)

@@ -628,6 +628,25 @@ class SQLiteBackend:
     def _record_in(self, c: sqlite3.Connection, outcomes: Sequence[Outcome], now_: int) -> set[int]:
         done: set[int] = set()
         finished: list[tuple[int, str]] = []
+        completed = [o for o in outcomes if o.kind is OutcomeKind.COMPLETED]
+        if len(completed) > 1:  # the common case, one statement for the whole batch
+            rows = c.execute(
+                _COMPLETE_MANY,
+                {
+                    "now": now_,
+                    "outcomes": json.dumps(
+                        [[o.lease.job_id, o.lease.token, o.result_json] for o in completed]
+                    ),
+                },
+            ).fetchall()
+            for job_id, has_dependents in rows:
+                done.add(job_id)
+                if has_dependents:
+                    finished.append((job_id, OutcomeKind.COMPLETED.value))
+            for o in completed:
+                if o.lease.job_id not in done:
+                    log_not_recorded(o)
+            outcomes = [o for o in outcomes if o.kind is not OutcomeKind.COMPLETED]
         for o in outcomes:
             run_at = to_us(o.run_at) if o.run_at else now_ + td_us(o.delay or timedelta(0))
             row = c.execute(
@@ -1399,6 +1418,16 @@ _OUTCOME_SQL = {
         f"state = 'expired', finished_at = :now, leased_until = NULL, {_APPEND_ERROR}"
     ),
 }
+
+#: Many completions in one statement: ``:outcomes`` is a JSON list of [id, token, result].
+_COMPLETE_MANY = (
+    "UPDATE jobq_jobs SET state = 'completed', result = o.result, finished_at = :now, "
+    "leased_until = NULL FROM (SELECT json_extract(value, '$[0]') AS id, "
+    "json_extract(value, '$[1]') AS token, json_extract(value, '$[2]') AS result "
+    "FROM json_each(:outcomes)) AS o WHERE jobq_jobs.id = o.id "
+    "AND jobq_jobs.lease_token = o.token AND jobq_jobs.state = 'running' "
+    "RETURNING jobq_jobs.id, jobq_jobs.has_dependents"
+)
 
 _CANCEL_SET = (
     "UPDATE jobq_jobs SET state = 'cancelled', finished_at = :now, "
