@@ -74,10 +74,50 @@ def check_json(value: object, what: str) -> None:
             )
 
 
+#: Values a flat list or dict may hold for :func:`_encode_flat` (exact types: no subclasses).
+_FLAT = frozenset({str, int, bool, float, type(None)})
+
+
+def _encode_flat(value: object) -> str | None:
+    """The JSON of a flat list, or dict with str keys, of plain scalars that round-trips exactly
+    (the common payload), walked once in Python instead of twice; None: take the full check."""
+    if type(value) is list:
+        items: Any = value
+    elif type(value) is dict:
+        for k in value:
+            if type(k) is not str:
+                return None
+        items = value.values()
+    else:
+        return None
+    for v in items:
+        if type(v) not in _FLAT:
+            return None
+    try:
+        text = _ENCODER.encode(value)  # allow_nan=False: NaN and infinities raise
+    except ValueError:
+        return None
+    if "\\u0000" in text:  # a NUL (or text that merely looks like one: checked in full)
+        return None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return None
+    return text
+
+
 def encode(value: object, what: str, max_bytes: int | None = None) -> str:
     """Validate and encode ``value``; raise :class:`PayloadError` naming ``what`` if refused."""
-    check_json(value, what)
-    text = _ENCODER.encode(value)
+    text = _encode_flat(value)
+    if text is None:
+        check_json(value, what)
+        try:
+            text = _ENCODER.encode(value)
+        except ValueError as exc:  # e.g. an int longer than sys.get_int_max_str_digits() digits
+            raise PayloadError(
+                f"{what} cannot be written as JSON ({exc}); pass very long integers as strings"
+            ) from None
     if max_bytes is not None and len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
         raise PayloadError(
             f"{what} is {len(text.encode()):,} bytes of JSON, over the limit of {max_bytes:,}; "
@@ -107,9 +147,14 @@ def encode_args(
     return a, k
 
 
+def _not_json(name: str) -> Any:
+    """``json.loads`` accepts NaN and +-Infinity; JSON (and :func:`encode`) does not."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode(text: str, what: str) -> Any:
     """Decode stored JSON; raise :class:`PayloadError` if it is not valid JSON."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except (ValueError, TypeError, RecursionError) as exc:
         raise PayloadError(f"stored {what} is not valid JSON ({exc}): {text[:80]!r}") from None

@@ -300,8 +300,9 @@ class Worker:
                 self._maintain()
                 self._check_limits(now)
                 next_maintenance = now + cfg.maintenance_interval.total_seconds()
-            if now >= next_heartbeat:
-                self._heartbeat()
+            # a failed renewal is retried as soon as the store is back, not a third of a lease
+            # later (the backoff above paces the retries)
+            if now >= next_heartbeat and self._heartbeat():
                 next_heartbeat = now + heartbeat_every
             if now >= next_watch:
                 self._watch(now)
@@ -451,23 +452,24 @@ class Worker:
         except JobqError as exc:
             log.warning("could not unregister worker %s: %s", self.worker_id, exc)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self) -> bool:
+        """Renew the leases of every held job (first: they matter most), then this worker's
+        registry entry. False if the store could not be reached (the caller retries soon)."""
+        with self._lock:
+            leases = [h.lease for h in self._held.values() if not h.lost]
+        try:
+            held = self.backend.heartbeat(leases, lease=self.config.lease) if leases else set()
+        except JobqError as exc:
+            self._store_failed("renewing leases", exc)
+            return False
+        self._mark_lost(leases, held)
         try:
             self.backend.worker_heartbeat(self.worker_id, self.summary.finished)
         except JobqError as exc:
             self._store_failed("worker heartbeat", exc)
-            return
-        with self._lock:
-            leases = [h.lease for h in self._held.values() if not h.lost]
-        if not leases:
-            return
-        try:
-            held = self.backend.heartbeat(leases, lease=self.config.lease)
-        except JobqError as exc:
-            self._store_failed("renewing leases", exc)
-            return
+            return False
         self._store_ok()
-        self._mark_lost(leases, held)
+        return True
 
     def _mark_lost(self, leases: list[Lease], held: set[int]) -> None:
         """Jobs whose lease is gone (cancelled, or expired and rescued): tell the task, cancel
@@ -588,12 +590,16 @@ class Worker:
     def _maintain(self) -> None:
         cfg = self.config
         try:
+            # Every worker rescues expired leases, not only the leader: a leader that is stopped
+            # but not dead (SIGSTOP, a paused VM, heavy swapping) keeps its session and its
+            # lock, and must not leave the jobs of lost workers running forever. The statement
+            # moves only rows whose lease has run out, so concurrent rescues are idempotent.
+            self.backend.rescue_expired()
             if not self.backend.try_lead():
                 return  # another process is the maintenance leader
             due = self.backend.next_due()
             if due is not None and due <= utcnow() and self.backend.promote_due():
                 self._maybe_work = True
-            self.backend.rescue_expired()
             if cfg.aging is not None and time.monotonic() >= self._next_aging:
                 # aging scans the available jobs, so it runs a few times per aging step only
                 self._next_aging = time.monotonic() + max(cfg.aging.every.total_seconds() / 4, 1)

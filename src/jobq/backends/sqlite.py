@@ -93,6 +93,10 @@ from jobq.states import (
 log = logging.getLogger("jobq.sqlite")
 T = TypeVar("T")
 
+#: A job's errors as SQL, read as none when the stored text is not JSON (a row written around
+#: jobq must not fail a whole claim, outcome or rescue statement when an error is appended).
+_ERRORS = "iif(json_valid(errors), errors, '[]')"
+
 _COLUMNS = (
     "id, queue, task, args, kwargs, priority, deadline, run_at, attempt, max_attempts, timeout, "
     "unique_key, tags, state, worker_id, lease_token, leased_until, result, errors, created_at, "
@@ -150,7 +154,7 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         max_attempts=max_attempts,
         timeout=None if timeout is None else timedelta(microseconds=timeout),
         unique_key=unique_key,
-        tags=tuple(json.loads(tags)) if tags != "[]" else (),
+        tags=_tags(tags),
         state=JobState(state),
         worker_id=worker_id,
         lease_token=lease_token,
@@ -168,6 +172,18 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         progress_message=progress_message,
         secret=tuple(json.loads(secret)) if secret != "[]" else (),
     )
+
+
+def _tags(text: str) -> tuple[str, ...]:
+    """Stored tags; tags that are not a JSON list of strings read as none (a row written
+    around jobq must not crash the worker that claims it)."""
+    if text == "[]":
+        return ()
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return ()
+    return tuple(t for t in value if isinstance(t, str)) if isinstance(value, list) else ()
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -368,12 +384,13 @@ class SQLiteBackend:
         records: list[JobRecord] = []
         plain: list[tuple[Any, ...]] = []
         added: dict[str, int] = {}
+        times: dict[int, datetime] = {}
         for position, nj in enumerate(jobs):
             if nj.unique_key is None and not nj.depends_on and not nj.depends_on_batch:
                 params = _insert_params(next_id, nj, now_)
                 next_id += 1
                 plain.append(params)
-                records.append(_new_record(params, nj))
+                records.append(_new_record(params, nj, times))
                 added[nj.queue] = added.get(nj.queue, 0) + 1
                 continue
             # Jobs that look at stored rows (unique keys, dependencies) see every earlier job of
@@ -796,9 +813,9 @@ class SQLiteBackend:
                 "state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'available' END, "
                 "finished_at = CASE WHEN attempt >= max_attempts THEN :now END, "
                 "leased_until = NULL, eff_priority = priority, "
-                "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', :now,"
-                " 'type', 'WorkerLost', 'message', CASE WHEN attempt >= max_attempts "
-                "THEN replace(:dead, '{times}', 1 + (SELECT count(*) FROM json_each(errors) "
+                f"errors = json_insert({_ERRORS}, '$[#]', json_object('attempt', attempt, "
+                "'at', :now, 'type', 'WorkerLost', 'message', CASE WHEN attempt >= max_attempts "
+                f"THEN replace(:dead, '{{times}}', 1 + (SELECT count(*) FROM json_each({_ERRORS}) "
                 "WHERE json_extract(value, '$.type') = 'WorkerLost')) "
                 "ELSE replace(:lost, '{worker}', coalesce(worker_id, '?')) END, "
                 "'traceback', NULL)) "
@@ -1085,7 +1102,7 @@ def _insert_params(
         nj.max_attempts,
         None if nj.timeout is None else td_us(nj.timeout),
         nj.unique_key,
-        json.dumps(nj.tags),
+        _json_list(nj.tags),
         state.value,
         now,
         nj.concurrency_key,
@@ -1094,14 +1111,29 @@ def _insert_params(
         nj.rate_limit,
         None if nj.rate_period is None else td_us(nj.rate_period),
         int(nj.concurrency_key is not None or nj.rate_key is not None),
-        json.dumps(list(depends_on)),
+        _json_list(depends_on),
         pending,
         int(nj.allow_failed),
-        json.dumps(list(nj.secret)),
+        _json_list(nj.secret),
     )
 
 
-def _new_record(p: tuple[Any, ...], nj: NewJob) -> JobRecord:
+def _json_list(items: Sequence[Any]) -> str:
+    return json.dumps(list(items)) if items else "[]"
+
+
+def _new_record(
+    p: tuple[Any, ...], nj: NewJob, times: dict[int, datetime] | None = None
+) -> JobRecord:
+    """The record of the row inserted with parameters ``p``; ``times`` caches ``from_us`` (a
+    batch shares its created_at, and mostly its run_at)."""
+    if times is None:
+        times = {}
+    run_at, created = p[_P_RUN_AT], p[_P_CREATED]
+    if (run_at_dt := times.get(run_at)) is None:
+        run_at_dt = times[run_at] = from_us(run_at)
+    if (created_dt := times.get(created)) is None:
+        created_dt = times[created] = from_us(created)
     return JobRecord(
         id=p[0],
         queue=nj.queue,
@@ -1110,7 +1142,7 @@ def _new_record(p: tuple[Any, ...], nj: NewJob) -> JobRecord:
         kwargs_json=nj.kwargs_json,
         priority=nj.priority,
         deadline=opt_from_us(p[7]),
-        run_at=from_us(p[_P_RUN_AT]),
+        run_at=run_at_dt,
         attempt=0,
         max_attempts=nj.max_attempts,
         timeout=nj.timeout,
@@ -1122,7 +1154,7 @@ def _new_record(p: tuple[Any, ...], nj: NewJob) -> JobRecord:
         leased_until=None,
         result_json=None,
         errors=(),
-        created_at=from_us(p[_P_CREATED]),
+        created_at=created_dt,
         started_at=None,
         finished_at=None,
         concurrency_key=nj.concurrency_key,
@@ -1262,7 +1294,7 @@ def _cancel_dependents(
     err = dependency_failed(dep_id, dep_state, 0, from_us(now))
     return c.execute(
         "UPDATE jobq_jobs SET state = 'cancelled', finished_at = :now, "
-        "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', :now, "
+        f"errors = json_insert({_ERRORS}, '$[#]', json_object('attempt', attempt, 'at', :now, "
         "'type', :type, 'message', :message, 'traceback', NULL)) "
         "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'blocked' "
         f"AND allow_failed = 0 RETURNING {_COLUMNS}, has_dependents",
@@ -1392,7 +1424,7 @@ def _fenced(set_clause: str) -> str:
 
 
 _APPEND_ERROR = (
-    "errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', "
+    f"errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert({_ERRORS}, '$[#]', "
     "json(:error)) END"
 )
 _OUTCOME_SQL = {
@@ -1431,7 +1463,7 @@ _COMPLETE_MANY = (
 
 _CANCEL_SET = (
     "UPDATE jobq_jobs SET state = 'cancelled', finished_at = :now, "
-    "leased_until = NULL, errors = json_insert(errors, '$[#]', json(:error)) "
+    f"leased_until = NULL, errors = json_insert({_ERRORS}, '$[#]', json(:error)) "
 )
 _RETRY_SET = (
     "UPDATE jobq_jobs SET state = 'available', run_at = :now, "
