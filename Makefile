@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jobq needs Python 3.11 or newer"'
@@ -27,6 +27,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The fault battery (tests/fault) at full size: kill -9 storms, paused workers, database faults,
+# poison jobs and hostile input, on SQLite and PostgreSQL. `make test` runs it at CI size. Set
+# JOBQ_TEST_PG_RESTART to a command that restarts the test server to include the restart test.
+soak: $(STAMP)
+	JOBQ_SOAK=1 $(BIN)/python -m pytest tests/fault --timeout=3600
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -1,0 +1,1 @@
+"""The fault, crash and hostile-input battery: real processes killed mid-job, reconciled."""
