@@ -28,6 +28,7 @@ from jobq.options import (
     RateLimit,
     TaskDefaults,
     build_job,
+    job_builder,
     validate_queue,
     validate_task_name,
 )
@@ -453,7 +454,8 @@ class App:
         connection: Any = None,
     ) -> list[Job]:
         # Validate every call before writing anything: a bad item refuses the whole batch.
-        new = [build_job(task, a, k, options, defaults, self.max_payload_bytes) for a, k in calls]
+        build = job_builder(task, options, defaults, self.max_payload_bytes)
+        new = [build(a, k) for a, k in calls]
         wait = (
             as_duration(options.wait_if_full, "wait_if_full")
             if options.wait_if_full is not None

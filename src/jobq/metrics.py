@@ -159,8 +159,12 @@ class WorkerMetrics:
 
     def jobs_enqueued(self, records: Iterable[JobRecord]) -> None:
         """Jobs this process has just enqueued (committed)."""
+        counts: dict[tuple[str, str], int] = {}
         for r in records:
-            self.enqueued.labels(r.queue, r.task).inc()
+            key = (r.queue, r.task)
+            counts[key] = counts.get(key, 0) + 1
+        for (queue, task), n in counts.items():
+            self.enqueued.labels(queue, task).inc(n)
 
 
 _metrics: WorkerMetrics | None = None

@@ -207,6 +207,54 @@ def build_job(
     max_payload_bytes: int | None,
 ) -> NewJob:
     """Validate one call into a :class:`NewJob`; raise a :class:`jobq.InvalidJobError` if bad."""
+    return _new_job(_fields(task, args, kwargs, options, defaults), args, kwargs, max_payload_bytes)
+
+
+def job_builder(
+    task: str, options: JobOptions, defaults: TaskDefaults, max_payload_bytes: int | None
+) -> Callable[[Sequence[Any], Mapping[str, Any] | None], NewJob]:
+    """``build_job`` for many calls of one task with the same options: what does not depend on
+    a call's arguments is validated with the first call only (so it raises the same errors, in
+    the same order, as ``build_job`` for each call)."""
+    fixed: dict[str, Any] | None = None
+    per_call_key = options.concurrency_key is None and callable(defaults.concurrency_key)
+
+    def build(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> NewJob:
+        nonlocal fixed
+        if fixed is None:
+            fields = fixed = _fields(task, args, kwargs, options, defaults)
+        elif per_call_key:
+            key, limit = _concurrency(task, args, kwargs, options, defaults)
+            fields = {**fixed, "concurrency_key": key, "concurrency_limit": limit}
+        else:
+            fields = fixed
+        return _new_job(fields, args, kwargs, max_payload_bytes)
+
+    return build
+
+
+def _new_job(
+    fields: dict[str, Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    max_payload_bytes: int | None,
+) -> NewJob:
+    args_json, kwargs_json = payload.encode_args(
+        list(args) if isinstance(args, tuple | list) else args,  # type: ignore[arg-type]
+        dict(kwargs) if isinstance(kwargs, Mapping) else ({} if kwargs is None else kwargs),
+        max_payload_bytes,
+    )
+    return NewJob(args_json=args_json, kwargs_json=kwargs_json, **fields)
+
+
+def _fields(
+    task: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    options: JobOptions,
+    defaults: TaskDefaults,
+) -> dict[str, Any]:
+    """Every field of the call's NewJob but its payload, validated."""
     validate_task_name(task)
     queue = validate_queue(options.queue if options.queue is not None else defaults.queue)
     priority = validate_priority(
@@ -267,16 +315,9 @@ def build_job(
     elif rate is not None:
         rate_key = f"task:{task}"
     depends_on = dependency_ids(options.depends_on) if options.depends_on is not None else ()
-    args_json, kwargs_json = payload.encode_args(
-        list(args) if isinstance(args, tuple | list) else args,  # type: ignore[arg-type]
-        dict(kwargs) if isinstance(kwargs, Mapping) else ({} if kwargs is None else kwargs),
-        max_payload_bytes,
-    )
-    return NewJob(
+    return dict(
         queue=queue,
         task=task,
-        args_json=args_json,
-        kwargs_json=kwargs_json,
         priority=priority,
         max_attempts=max_attempts,
         timeout=timeout,
