@@ -65,6 +65,9 @@ class JobRecord:
     progress: float | None = None
     progress_message: str | None = None
     secret: tuple[str, ...] = ()
+    #: how many times the job was rescued from a worker that lost its lease (crashed, killed,
+    #: cut off): workers hold at most one such job at a time (``Backend.claim``'s ``max_lost``)
+    lost: int = 0
 
     @property
     def args(self) -> list[Any]:

@@ -50,6 +50,12 @@ log = logging.getLogger("jobq.worker")
 #: How long a finished attempt's outcome may wait to share a commit with others while the
 #: threads still have claimed jobs queued (see ``Worker._exchange``).
 ACK_DELAY = 0.005
+#: Longest pause between two looks at the change token of an idle worker (seconds): the
+#: latency a commit of another process may wait before it is seen, on SQLite.
+IDLE_POLL_MAX = 0.02
+#: For this long after it last found work, an idle worker looks every millisecond before
+#: backing off: steady traffic is seen at once, a long-idle worker stays near idle.
+IDLE_BRISK = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +296,7 @@ class Worker:
         next_watch = 0.0
         token = self.backend.change_token()
         idle_step = 0.001
+        active_at = 0.0
         while not self._stopping.is_set():
             if self._down_since is not None and time.monotonic() < self._retry_at:
                 self._stopping.wait(self._retry_at - time.monotonic())
@@ -320,6 +327,7 @@ class Worker:
             claimed = self._exchange(claim=self._maybe_work)
             if claimed:
                 idle_step = 0.001
+                active_at = time.monotonic()
                 continue
             with self._lock:
                 busy = bool(self._held) or bool(self._acks)
@@ -352,7 +360,8 @@ class Worker:
                     self._maybe_work = True
                     idle_step = 0.001
                     break
-                idle_step = min(idle_step * 1.5, 0.02)
+                if time.monotonic() - active_at > IDLE_BRISK:
+                    idle_step = min(idle_step * 1.5, IDLE_POLL_MAX)
 
     def _exchange(self, claim: bool) -> int:
         """Record finished attempts and, if ``claim`` and slots are free, claim more jobs, in
@@ -379,6 +388,11 @@ class Worker:
             # claimed but not started stays bounded: a prefetch beyond the threads running
             capacity = self._live_threads + min(self._prefetch, self._live_threads)
             free = max(0, capacity - n_sync) + max(0, self._async_capacity - n_async)
+            # A job rescued from a lost worker may be what kills its process (a poison job):
+            # hold at most one such job at a time, so that it cannot take other lost jobs down
+            # with it again (each time costs them an attempt).
+            holds_lost = any(h.record.lost for i, h in self._held.items() if i not in acked)
+            lost_acked = any(self._held[i].record.lost for i in acked & self._held.keys())
         if not claim or self._stopping.is_set():
             free = 0
         if not acks and free <= 0:
@@ -397,6 +411,7 @@ class Worker:
                     worker_id=self.worker_id,
                     lease=cfg.lease,
                     queue_order=bool(cfg.weights),
+                    max_lost=0 if holds_lost else 1,
                 )
             else:
                 self.backend.record_outcomes(acks)
@@ -422,6 +437,10 @@ class Worker:
                 self._held[r.id] = h
         if free > 0:
             self._maybe_work = len(records) == free
+        elif lost_acked:
+            # a claim may have left lost jobs behind while this one was held: look again now
+            self._maybe_work = True
+            self._wake.set()
         self.summary.claimed += len(records)
         if self.config.max_jobs is not None and self.summary.finished >= self.config.max_jobs:
             self.recycle(f"ran {self.summary.finished} jobs (max_jobs={self.config.max_jobs})")

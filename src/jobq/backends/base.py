@@ -6,6 +6,13 @@ conformance suite (``tests/conformance``) checks against each of them:
 * ``enqueue_many`` is atomic: every job of the call is committed, or none is.
 * ``claim`` moves up to ``limit`` available jobs to ``running`` in DESIGN §4 order, adds one to
   each one's ``attempt``, and gives each a fresh ``lease_token`` valid until ``now + lease``.
+* ``rescue_expired`` adds one to each rescued job's ``lost`` count. With ``max_lost=None`` a
+  claim takes jobs whatever their ``lost``; with an int N it takes jobs never lost as usual, plus
+  at most N jobs with ``lost > 0`` (the first in claim order). A worker that already holds a lost
+  job claims with ``max_lost=0``, else ``max_lost=1``: a job that kills its worker (a poison
+  job) is then never claimed in the same batch as another lost job, so it cannot keep taking
+  the same batch-mates down with it until they too are parked as dead. Claims of limited jobs
+  (concurrency or rate keys) may ignore ``max_lost``.
 * ``heartbeat``, ``record_outcomes`` and ``release`` act only on jobs whose (id, lease_token) still
   match and which are still ``running`` (fencing); they return the ids they changed.
 * The backend's clock decides leases and due times. Every time-dependent method takes ``now``
@@ -216,11 +223,14 @@ class Backend(Protocol):
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> list[JobRecord]:
         """Lease up to ``limit`` available jobs from ``queues``, best first.
 
         With ``queue_order`` the queues are drained in the order given (for weighted queues);
-        otherwise DESIGN §4 order applies across all of them.
+        otherwise DESIGN §4 order applies across all of them. ``max_lost``: None takes jobs
+        whatever their ``lost`` count; an int N takes jobs with ``lost == 0`` plus at most N
+        jobs with ``lost > 0``, in claim order (limited jobs may ignore it).
         """
         ...
 
@@ -246,8 +256,10 @@ class Backend(Protocol):
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> tuple[set[int], list[JobRecord]]:
         """``record_outcomes`` then ``claim``, in one transaction: one commit instead of two.
+        ``max_lost`` limits the claim as for :meth:`claim`.
 
         Returns (ids whose outcome was recorded, claimed jobs).
         """
@@ -302,7 +314,8 @@ class Backend(Protocol):
 
     def rescue_expired(self, *, now: datetime | None = None) -> int:
         """Return running jobs whose lease ran out to ``available`` (or ``dead`` when they have
-        no attempt left); the lost attempt counts. Returns how many."""
+        no attempt left); the lost attempt counts, and each one's ``lost`` count grows by one.
+        Returns how many."""
         ...
 
     def age(self, *, every: timedelta, max_boost: int, now: datetime | None = None) -> int:

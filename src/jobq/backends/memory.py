@@ -472,6 +472,7 @@ class MemoryBackend:
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> list[JobRecord]:
         now_ = _now(now)
         with self._lock:
@@ -480,13 +481,23 @@ class MemoryBackend:
                 self._start(self._rows[job_id], worker_id, lease, now_)
                 for job_id in self._select_limited(served, limit, queue_order, now_)
             ]
+            lost_left = max_lost
+            skipped: list[tuple[str, tuple[_Key, int]]] = []  # lost jobs over max_lost
             while len(out) < limit:
                 heads = [(h, q) for q in served if (h := self._live(q)) is not None]
                 if not heads:
                     break
                 (_, job_id), queue = heads[0] if queue_order else min(heads)
-                heapq.heappop(self._heaps[queue])
-                out.append(self._start(self._rows[job_id], worker_id, lease, now_))
+                head = heapq.heappop(self._heaps[queue])
+                row = self._rows[job_id]
+                if lost_left is not None and row.record.lost > 0:
+                    if lost_left <= 0:
+                        skipped.append((queue, head))
+                        continue
+                    lost_left -= 1
+                out.append(self._start(row, worker_id, lease, now_))
+            for queue, head in skipped:
+                heapq.heappush(self._heaps[queue], head)
         return out
 
     def _select_limited(
@@ -555,11 +566,18 @@ class MemoryBackend:
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> tuple[set[int], list[JobRecord]]:
         with self._lock:
             done = self.record_outcomes(outcomes, now=now)
             return done, self.claim(
-                queues, limit, worker_id=worker_id, lease=lease, queue_order=queue_order, now=now
+                queues,
+                limit,
+                worker_id=worker_id,
+                lease=lease,
+                queue_order=queue_order,
+                now=now,
+                max_lost=max_lost,
             )
 
     def heartbeat(
@@ -789,7 +807,14 @@ class MemoryBackend:
                 row.leased_until_us = None
                 row.eff_priority = r.priority
                 if r.attempt >= r.max_attempts:
-                    self._finish(row, Action.RESCUE, JobState.DEAD, now_, errors=(*r.errors, err))
+                    self._finish(
+                        row,
+                        Action.RESCUE,
+                        JobState.DEAD,
+                        now_,
+                        errors=(*r.errors, err),
+                        lost=r.lost + 1,
+                    )
                 else:
                     self._move(
                         row,
@@ -797,6 +822,7 @@ class MemoryBackend:
                         JobState.AVAILABLE,
                         errors=(*r.errors, err),
                         leased_until=None,
+                        lost=r.lost + 1,
                     )
                 n += 1
         return n

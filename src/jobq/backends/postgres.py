@@ -195,6 +195,7 @@ def _row_to_record(row: Sequence[Any]) -> JobRecord:
         progress,
         progress_message,
         secret,
+        lost,
     ) = row[: q.NCOLS]
     return JobRecord(
         id=id_,
@@ -226,6 +227,7 @@ def _row_to_record(row: Sequence[Any]) -> JobRecord:
         progress=progress,
         progress_message=progress_message,
         secret=tuple(secret),
+        lost=lost,
     )
 
 
@@ -460,7 +462,14 @@ class PostgresBackend:
             )
         if connection is None and all(_is_simple(j) for j in jobs):
             # the hot path: one statement, atomic on its own (autocommit)
-            rows = self._one_round_trip(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))
+            if len(jobs) == 1:
+                params = {
+                    k: v[0] if type(v) is list else v
+                    for k, v in self._enqueue_params(jobs, now).items()
+                }
+                rows = self._one_round_trip(self._q(q.ENQUEUE_ONE), params)
+            else:
+                rows = self._one_round_trip(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))
             simple = self._simple_records(rows, jobs, None)
             if simple is None:  # a queue with a max_depth: counted on the general path
                 with self._tx() as cur:
@@ -817,9 +826,17 @@ class PostgresBackend:
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> list[JobRecord]:
         return self.record_and_claim(
-            (), queues, limit, worker_id=worker_id, lease=lease, queue_order=queue_order, now=now
+            (),
+            queues,
+            limit,
+            worker_id=worker_id,
+            lease=lease,
+            queue_order=queue_order,
+            now=now,
+            max_lost=max_lost,
         )[1]
 
     def record_and_claim(
@@ -832,6 +849,7 @@ class PostgresBackend:
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> tuple[set[int], list[JobRecord]]:
         if not outcomes and (limit <= 0 or not queues):
             return set(), []
@@ -843,6 +861,7 @@ class PostgresBackend:
             "worker": worker_id,
             "lease": lease,
             "now": now,
+            "max_lost": max_lost,
         }
         if not outcomes:
             return set(), self._claim(params, queue_order)

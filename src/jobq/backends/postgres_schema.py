@@ -183,6 +183,22 @@ MIGRATIONS.append(
     ]
 )
 
+MIGRATIONS.append(
+    # 4: how many times each job was rescued from a lost worker. A claim may take at most a
+    # given number of such jobs (a worker holds one at a time, so a job that kills its worker
+    # cannot take the same batch-mates down with it on every attempt); they have a claim index
+    # of their own, so looking for one costs an index probe, not a walk of the backlog. The
+    # column has a constant default: the table is not rewritten.
+    [
+        "ALTER TABLE {s}.jobq_jobs ADD COLUMN lost integer NOT NULL DEFAULT 0",
+        """
+        CREATE INDEX jobq_jobs_claim_lost ON {s}.jobq_jobs
+            (queue, eff_priority DESC, deadline ASC NULLS LAST, run_at, id)
+            WHERE state = 'available' AND limit_group IS NULL AND lost > 0
+        """,
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

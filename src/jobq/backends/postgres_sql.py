@@ -13,7 +13,7 @@ COLUMNS = (
     "id, queue, task, args, kwargs, priority, deadline, run_at, attempt, max_attempts, timeout, "
     "unique_key, tags, state, worker_id, lease_token, leased_until, result, errors, created_at, "
     "started_at, finished_at, concurrency_key, rate_key, depends_on, allow_failed, progress, "
-    "progress_message, secret"
+    "progress_message, secret, lost"
 )
 #: How many columns a record has; statements may return more after them.
 NCOLS = len(COLUMNS.split(","))
@@ -50,8 +50,7 @@ def _depth(queue_expr: str) -> str:
     return DEPTH.replace("{q}", queue_expr)
 
 
-ENQUEUE = f"""
-WITH n AS (
+_ENQUEUE_ROWS = """n AS (
     SELECT * FROM unnest(
         %(queue)s::text[], %(task)s::text[], %(args)s::text[], %(kwargs)s::text[],
         %(priority)s::int[], %(deadline)s::timestamptz[], %(run_at)s::timestamptz[],
@@ -61,10 +60,24 @@ WITH n AS (
     ) WITH ORDINALITY AS n(queue, task, args, kwargs, priority, deadline, run_at, delay,
                           max_attempts, timeout, unique_key, tags, ckey, climit, rkey, rlimit,
                           rperiod, secret, ord)
-), bounded AS (
+)"""
+#: The same rows for a call of one job, as scalars (cheaper to send than 18 one-item arrays).
+_ENQUEUE_ONE_ROW = """n AS (
+    SELECT %(queue)s::text AS queue, %(task)s::text AS task, %(args)s::text AS args,
+           %(kwargs)s::text AS kwargs, %(priority)s::int AS priority,
+           %(deadline)s::timestamptz AS deadline, %(run_at)s::timestamptz AS run_at,
+           %(delay)s::interval AS delay, %(max_attempts)s::int AS max_attempts,
+           %(timeout)s::interval AS timeout, %(unique_key)s::text AS unique_key,
+           %(tags)s::text AS tags, %(ckey)s::text AS ckey, %(climit)s::int AS climit,
+           %(rkey)s::text AS rkey, %(rlimit)s::int AS rlimit, %(rperiod)s::interval AS rperiod,
+           %(secret)s::text AS secret, 1::bigint AS ord
+)"""
+
+ENQUEUE = f"""
+WITH {_ENQUEUE_ROWS}, bounded AS (
     -- a queue of the call has a max_depth: insert nothing here, the backend takes the general
     -- path, which counts (kept out of this statement so that it stays cheap to plan)
-    SELECT 1 FROM {{qs}} s WHERE s.max_depth IS NOT NULL AND s.queue = ANY(%(queue)s::text[])
+    SELECT 1 FROM {{qs}} s WHERE s.max_depth IS NOT NULL AND s.queue IN (SELECT queue FROM n)
     LIMIT 1
 ), ids AS MATERIALIZED (
     -- ids in list order, so that FIFO among equal jobs follows the order they were given in
@@ -97,6 +110,8 @@ SELECT ids.id, ins.state, ins.run_at, ins.created_at, (SELECT n FROM woken),
 FROM ids LEFT JOIN ins ON ins.id = ids.id
 ORDER BY ids.ord
 """
+#: ENQUEUE for one job, its parameters scalars instead of arrays (the single-enqueue hot path).
+ENQUEUE_ONE = ENQUEUE.replace(_ENQUEUE_ROWS, _ENQUEUE_ONE_ROW, 1)
 
 # -- the general enqueue path (uniqueness windows/replace/raise, dependencies) ----------------
 
@@ -258,17 +273,37 @@ def _lim(full: bool, freed: bool = False) -> str:
 
 
 def _candidates(first: str, gate: str, limit: str) -> str:
-    return f"""candidates AS (
-    SELECT c.id, s.rank
+    # %(max_lost)s NULL: jobs whatever their lost count; N: jobs never lost, plus at most N
+    # lost ones (from their own index; LIMIT 0 when NULL)
+    lost = f"""lost_candidates AS (
+    SELECT c.id, s.rank, c.eff_priority, c.deadline, c.run_at
     FROM served s CROSS JOIN LATERAL (
         SELECT id, eff_priority, deadline, run_at FROM {{t}}
-        WHERE state = 'available' AND {UNLIMITED} AND queue = s.queue
+        WHERE state = 'available' AND {UNLIMITED} AND lost > 0 AND queue = s.queue
         ORDER BY {ORDER}
-        LIMIT {limit}
+        LIMIT coalesce(%(max_lost)s::int, 0)
         FOR UPDATE SKIP LOCKED
     ) c
     WHERE {gate}
     ORDER BY {first}c.eff_priority DESC, c.deadline ASC NULLS LAST, c.run_at, c.id
+    LIMIT coalesce(%(max_lost)s::int, 0)
+)"""
+    return f"""{lost}, candidates AS (
+    SELECT s.id, s.rank FROM (
+        SELECT c.id, s.rank, c.eff_priority, c.deadline, c.run_at
+        FROM served s CROSS JOIN LATERAL (
+            SELECT id, eff_priority, deadline, run_at FROM {{t}}
+            WHERE state = 'available' AND {UNLIMITED} AND queue = s.queue
+              AND (%(max_lost)s::int IS NULL OR lost = 0)
+            ORDER BY {ORDER}
+            LIMIT {limit}
+            FOR UPDATE SKIP LOCKED
+        ) c
+      UNION ALL
+        SELECT * FROM lost_candidates
+    ) s
+    WHERE {gate}
+    ORDER BY {first}s.eff_priority DESC, s.deadline ASC NULLS LAST, s.run_at, s.id
     LIMIT {limit}
 )"""
 
@@ -593,7 +628,7 @@ RESCUE = f"""
 UPDATE {{t}} SET
     state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'available' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN {NOW} END,
-    leased_until = NULL, eff_priority = priority,
+    leased_until = NULL, eff_priority = priority, lost = lost + 1,
     errors = errors || jsonb_build_array(jsonb_build_object(
         'attempt', attempt, 'at', (extract(epoch FROM {NOW}) * 1000000)::bigint,
         'type', 'WorkerLost',

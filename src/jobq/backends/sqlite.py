@@ -101,10 +101,10 @@ _COLUMNS = (
     "id, queue, task, args, kwargs, priority, deadline, run_at, attempt, max_attempts, timeout, "
     "unique_key, tags, state, worker_id, lease_token, leased_until, result, errors, created_at, "
     "started_at, finished_at, concurrency_key, rate_key, depends_on, allow_failed, progress, "
-    "progress_message, secret"
+    "progress_message, secret, lost"
 )
 #: How many columns ``_COLUMNS`` selects (claim rows carry their sort keys after them).
-_NCOL = 29
+_NCOL = 30
 _ORDER = "eff_priority DESC, deadline_key, run_at, id"
 _BUSY_RETRY_SECONDS = 60.0
 
@@ -140,6 +140,7 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         progress,
         progress_message,
         secret,
+        lost,
     ) = row
     return JobRecord(
         id=id_,
@@ -171,6 +172,7 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         progress=progress,
         progress_message=progress_message,
         secret=tuple(json.loads(secret)) if secret != "[]" else (),
+        lost=lost,
     )
 
 
@@ -456,9 +458,17 @@ class SQLiteBackend:
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> list[JobRecord]:
         return self.record_and_claim(
-            (), queues, limit, worker_id=worker_id, lease=lease, queue_order=queue_order, now=now
+            (),
+            queues,
+            limit,
+            worker_id=worker_id,
+            lease=lease,
+            queue_order=queue_order,
+            now=now,
+            max_lost=max_lost,
         )[1]
 
     def record_and_claim(
@@ -471,6 +481,7 @@ class SQLiteBackend:
         lease: timedelta,
         queue_order: bool = False,
         now: datetime | None = None,
+        max_lost: int | None = None,
     ) -> tuple[set[int], list[JobRecord]]:
         now_ = _now(now)
         if limit <= 0 or not queues:
@@ -512,8 +523,10 @@ class SQLiteBackend:
                     {"now": now_, "ids": json.dumps(picked)},
                 )
             if len(rows) < limit:
+                lost = None if max_lost is None else max_lost > 0
                 rows += c.execute(
-                    _claim_sql(len(queues), queue_order), {**params, "limit": limit - len(rows)}
+                    _claim_sql(len(queues), queue_order, lost),
+                    {**params, "limit": limit - len(rows), "max_lost": max_lost},
                 ).fetchall()
         ep, dk = _NCOL, _NCOL + 1
         if queue_order:
@@ -812,7 +825,7 @@ class SQLiteBackend:
                 "UPDATE jobq_jobs SET "
                 "state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'available' END, "
                 "finished_at = CASE WHEN attempt >= max_attempts THEN :now END, "
-                "leased_until = NULL, eff_priority = priority, "
+                "leased_until = NULL, eff_priority = priority, lost = lost + 1, "
                 f"errors = json_insert({_ERRORS}, '$[#]', json_object('attempt', attempt, "
                 "'at', :now, 'type', 'WorkerLost', 'message', CASE WHEN attempt >= max_attempts "
                 f"THEN replace(:dead, '{{times}}', 1 + (SELECT count(*) FROM json_each({_ERRORS}) "
@@ -1359,20 +1372,35 @@ _CLAIM_SET = (
 
 
 @functools.lru_cache(maxsize=64)
-def _claim_sql(n_queues: int, queue_order: bool) -> str:
+def _claim_sql(n_queues: int, queue_order: bool, lost: bool | None = None) -> str:
     """One UPDATE that leases the best ``:limit`` unlimited available jobs of queues
     ``:q0..:qN``.
 
     Each queue's candidates come from its own walk of the partial claim index (so the cost is
     O(log n) per queue, whatever the backlog), then the union is ordered once more.
+
+    ``lost`` (the claim's ``max_lost``): None takes jobs whatever their lost count; False only
+    jobs never lost; True those plus at most ``:max_lost`` lost ones (from their own index).
     """
+    never_lost = "" if lost is None else "AND lost = 0 "
     parts = [
         f"SELECT * FROM (SELECT id, {rank} AS qrank, eff_priority, deadline_key, run_at "
-        f"FROM jobq_jobs WHERE state = 'available' AND limited = 0 AND queue = :q{rank} "
-        f"ORDER BY {_ORDER} LIMIT :limit)"
+        f"FROM jobq_jobs WHERE state = 'available' AND limited = 0 {never_lost}"
+        f"AND queue = :q{rank} ORDER BY {_ORDER} LIMIT :limit)"
         for rank in range(n_queues)
     ]
     order = ("qrank, " if queue_order else "") + _ORDER
+    if lost:
+        lost_parts = [
+            f"SELECT * FROM (SELECT id, {rank} AS qrank, eff_priority, deadline_key, run_at "
+            "FROM jobq_jobs WHERE state = 'available' AND limited = 0 AND lost > 0 "
+            f"AND queue = :q{rank} ORDER BY {_ORDER} LIMIT :max_lost)"
+            for rank in range(n_queues)
+        ]
+        parts.append(
+            f"SELECT * FROM (SELECT * FROM ({' UNION ALL '.join(lost_parts)}) "
+            f"ORDER BY {order} LIMIT :max_lost)"
+        )
     return (
         _CLAIM_SET + f"WHERE id IN (SELECT id FROM ({' UNION ALL '.join(parts)}) "
         f"ORDER BY {order} LIMIT :limit) RETURNING {_COLUMNS}, eff_priority, deadline_key"

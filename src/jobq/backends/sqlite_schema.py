@@ -170,4 +170,19 @@ MIGRATIONS.append(
     ]
 )
 
+MIGRATIONS.append(
+    # 4: how many times each job was rescued from a lost worker. A claim may take at most a
+    # given number of such jobs (a worker holds one at a time, so a job that kills its worker
+    # cannot take the same batch-mates down with it on every attempt); they have an index of
+    # their own so that looking for one costs an index probe, not a walk of the backlog.
+    [
+        "ALTER TABLE jobq_jobs ADD COLUMN lost INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE INDEX jobq_jobs_claim_lost ON jobq_jobs
+            (queue, eff_priority DESC, deadline_key, run_at, id)
+            WHERE state = 'available' AND limited = 0 AND lost > 0
+        """,
+    ]
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
