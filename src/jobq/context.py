@@ -27,7 +27,7 @@ MAX_PROGRESS_MESSAGE = 200
 class RunningJob(Job):
     """The handle a running task gets from :func:`current_job`."""
 
-    __slots__ = ("_cancel", "_report")
+    __slots__ = ("_cancel", "_cancelled", "_report")
 
     def __init__(
         self,
@@ -36,7 +36,8 @@ class RunningJob(Job):
         report: Callable[[float | None, str | None], None] | None = None,
     ) -> None:
         super().__init__(app, record)
-        self._cancel = threading.Event()
+        self._cancelled = False
+        self._cancel: threading.Event | None = None  # made on first wait_cancelled()
         self._report = report
 
     @property
@@ -45,12 +46,17 @@ class RunningJob(Job):
         cancel``, the dashboard). Check it between steps and return (or raise
         :class:`jobq.Cancel`); a task that does not stop is hard-stopped after the worker's
         ``cancel_grace``."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early if the job is cancelled; returns
         :attr:`cancel_requested`. A cancellable replacement for ``time.sleep`` in tasks."""
-        return self._cancel.wait(timeout)
+        event = self._cancel
+        if event is None:
+            event = self._cancel = threading.Event()
+        if self._cancelled:  # set before the event existed (see _request_cancel)
+            event.set()
+        return event.wait(timeout)
 
     def set_progress(self, fraction: float | None, message: str | None = None) -> None:
         """Report progress: ``fraction`` from 0 to 1 (or None), and a short message.
@@ -78,7 +84,10 @@ class RunningJob(Job):
             self._report(fraction, message)
 
     def _request_cancel(self) -> None:
-        self._cancel.set()
+        self._cancelled = True  # first the flag, then the event: see wait_cancelled
+        event = self._cancel
+        if event is not None:
+            event.set()
 
 
 def current_job() -> RunningJob:

@@ -110,6 +110,7 @@ class WorkerMetrics:
             "jobq_deadline_misses_total",
             "Jobs that did not start by their deadline: expired, or run late (run_late=True).",
         )
+        self._hot_children: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
         self.wait = Histogram(
             "jobq_job_wait_seconds",
             "Seconds from when a job became due (run_at) to the start of its attempt.",
@@ -123,26 +124,42 @@ class WorkerMetrics:
             buckets=DURATION_BUCKETS,
         )
 
+    def _hot(self, record: JobRecord) -> tuple[Any, Any, Any, Any]:
+        """The (started, wait, run, completed) children of ``record``'s queue and task, looked
+        up once per pair: ``labels()`` costs more than the increment itself, per job."""
+        key = (record.queue, record.task)
+        hot = self._hot_children.get(key)
+        if hot is None:
+            hot = (
+                self.started.labels(*key),
+                self.wait.labels(*key),
+                self.run.labels(*key),
+                self.completed.labels(*key),
+            )
+            self._hot_children[key] = hot
+        return hot
+
     def job_started(self, record: JobRecord) -> None:
         """An attempt of ``record`` (as claimed) starts now."""
-        labels = (record.queue, record.task)
-        self.started.labels(*labels).inc()
+        started_total, wait, _, _ = self._hot(record)
+        started_total.inc()
         started = record.started_at
         if started is not None:
-            self.wait.labels(*labels).observe(max(0.0, (started - record.run_at).total_seconds()))
+            wait.observe(max(0.0, (started - record.run_at).total_seconds()))
             if record.deadline is not None and started > record.deadline:
-                self.deadline_misses.labels(*labels).inc()
+                self.deadline_misses.labels(record.queue, record.task).inc()
 
     def job_finished(self, record: JobRecord, outcome: Outcome, seconds: float | None) -> None:
         """An attempt ended with ``outcome`` after running ``seconds`` (None: it never ran)."""
         from jobq.backends.base import OutcomeKind
 
         labels = (record.queue, record.task)
+        _, _, run, completed = self._hot(record)
         if seconds is not None:
-            self.run.labels(*labels).observe(max(0.0, seconds))
+            run.observe(max(0.0, seconds))
         kind = outcome.kind
         if kind is OutcomeKind.COMPLETED:
-            self.completed.labels(*labels).inc()
+            completed.inc()
         elif kind is OutcomeKind.RETRY:
             self.failed.labels(*labels).inc()
             self.retried.labels(*labels).inc()
