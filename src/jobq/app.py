@@ -197,9 +197,7 @@ class App:
                 rate_key=rate_key,
                 secret=normalize_secret(secret),
             )
-        except (InvalidJobError, TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigurationError):
-                raise
+        except (InvalidJobError, TypeError, ValueError) as exc:  # from RateLimit / secret
             raise ConfigurationError(str(exc)) from None
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:

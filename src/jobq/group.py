@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from jobq.exceptions import WaitTimeout
-from jobq.job import Job, _outcome_error
+from jobq.job import Job, _outcome_error, wait_until
 from jobq.states import JobState
 
 if TYPE_CHECKING:
@@ -58,19 +57,11 @@ class Group:
         Raises :class:`jobq.JobFailed` / ``JobCancelled`` / ``JobExpired`` for the first job
         (in order) that did not complete, and :class:`jobq.WaitTimeout` after ``timeout``.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            self.refresh()
-            if self.done:
-                for job in self.jobs:
-                    if job.state is not JobState.COMPLETED:
-                        raise _outcome_error(job.record)
-                return [job.result() for job in self.jobs]
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"group of {len(self.jobs)} jobs not finished after {timeout}s: {self.counts()}"
-                )
-            remaining = None if deadline is None else deadline - time.monotonic()
-            time.sleep(delay if remaining is None else max(0.0, min(delay, remaining)))
-            delay = min(delay * 2, poll)
+        if not wait_until(lambda: self.refresh().done, timeout, poll):
+            raise WaitTimeout(
+                f"group of {len(self.jobs)} jobs not finished after {timeout}s: {self.counts()}"
+            )
+        for job in self.jobs:
+            if job.state is not JobState.COMPLETED:
+                raise _outcome_error(job.record)
+        return [job.result() for job in self.jobs]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -220,24 +221,31 @@ class Job:
         Raises :class:`jobq.WaitTimeout` after ``timeout`` seconds, and :class:`jobq.JobFailed`,
         :class:`jobq.JobCancelled` or :class:`jobq.JobExpired` if it did not complete.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            self.refresh()
-            r = self._record
-            if r.state is JobState.COMPLETED:
-                return r.result
-            if r.state.is_terminal:
-                raise _outcome_error(r)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"job {r.id} ({r.task}) is still {r.state.value} after {timeout}s; "
-                    "wait longer, or check that a worker serves queue "
-                    f"{r.queue!r} (jobq status)"
-                )
-            remaining = None if deadline is None else deadline - time.monotonic()
-            time.sleep(delay if remaining is None else max(0.0, min(delay, remaining)))
-            delay = min(delay * 2, poll)
+        finished = wait_until(lambda: self.refresh().state.is_terminal, timeout, poll)
+        r = self._record
+        if not finished:
+            raise WaitTimeout(
+                f"job {r.id} ({r.task}) is still {r.state.value} after {timeout}s; "
+                "wait longer, or check that a worker serves queue "
+                f"{r.queue!r} (jobq status)"
+            )
+        if r.state is JobState.COMPLETED:
+            return r.result
+        raise _outcome_error(r)
+
+
+def wait_until(done: Callable[[], bool], timeout: float | None, poll: float) -> bool:
+    """Call ``done`` until it is true (returning True) or ``timeout`` seconds passed (False),
+    sleeping from 1 ms doubling up to ``poll`` between calls."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.001
+    while not done():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        remaining = None if deadline is None else deadline - time.monotonic()
+        time.sleep(delay if remaining is None else max(0.0, min(delay, remaining)))
+        delay = min(delay * 2, poll)
+    return True
 
 
 def _outcome_error(r: JobRecord) -> Exception:
