@@ -235,3 +235,39 @@ def test_second_sigterm_exits_at_once_and_leases_recover(
     wait_for(lambda: job.refresh().state is jobq.JobState.COMPLETED, "the job to run again")
     assert job.attempt == 2
     app.close()
+
+
+SIGNAL_WHILE_LOCKED = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import jobq
+    from jobq.worker import signal_handlers
+
+    app = jobq.App("memory://")
+    worker = app.worker(threads=1)
+    with signal_handlers(worker):
+        # The handler runs in this thread at the next bytecode, while it holds the lock of
+        # the worker's wake-up event, as the idle loop does many times a second.
+        with worker._wake._cond:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+        deadline = time.monotonic() + 30
+        while not worker._stopping.is_set():
+            if time.monotonic() > deadline:
+                sys.exit("the signal never stopped the worker")
+            time.sleep(0.01)
+    print("stopped")
+    """
+)
+
+
+def test_a_signal_that_arrives_while_the_main_thread_holds_a_worker_lock_still_stops_it() -> None:
+    # A handler that set the worker's events itself deadlocked here: an Event is a Condition
+    # over a non-reentrant lock, and the handler runs on the thread that already holds it.
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGNAL_WHILE_LOCKED], capture_output=True, text=True, timeout=WAIT
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "stopped"
+    assert "received SIGTERM: finishing running jobs" in proc.stderr

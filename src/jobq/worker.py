@@ -968,30 +968,45 @@ GRACEFUL_STOP_SIGNAL = signal.SIGUSR2
 @contextlib.contextmanager
 def signal_handlers(worker: Worker) -> Iterator[None]:
     """First SIGTERM/SIGINT: graceful stop. Second: exit at once (leases recover the jobs).
-    :data:`GRACEFUL_STOP_SIGNAL`: graceful stop, however often it comes."""
+    :data:`GRACEFUL_STOP_SIGNAL`: graceful stop, however often it comes.
+
+    A Python signal handler runs in the main thread between any two bytecodes, also while
+    that thread holds a lock: inside ``Event.wait`` or ``Event.set`` (an ``Event`` is a
+    ``Condition`` over a non-reentrant lock), in the middle of a log line. A handler that
+    took such a lock itself would wait for ever on its own thread. So the handler takes no
+    lock: it counts, exits at once on the second signal, and otherwise hands the signal to a
+    relay thread (``SimpleQueue.put`` is reentrant), which logs and stops the worker."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     count = 0
+    requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
 
     def handle(signum: int, frame: FrameType | None) -> None:
         nonlocal count
-        if signum == GRACEFUL_STOP_SIGNAL:
-            log.warning("asked by the supervisor to stop: finishing running jobs")
-            worker.stop()
-            return
-        count += 1
-        if count == 1:
-            log.warning(
-                "received %s: finishing running jobs (up to %ss), send again to exit at once",
-                signal.Signals(signum).name,
-                worker.config.grace.total_seconds(),
-            )
-            worker.stop()
-        else:
-            log.warning("received %s again: exiting now", signal.Signals(signum).name)
-            os._exit(128 + signum)
+        if signum != GRACEFUL_STOP_SIGNAL:
+            count += 1
+            if count > 1:
+                name = signal.Signals(signum).name
+                with contextlib.suppress(OSError):
+                    os.write(2, f"jobq: received {name} again: exiting now\n".encode())
+                os._exit(128 + signum)
+        requests.put(signum)
 
+    def relay() -> None:
+        while (signum := requests.get()) is not None:
+            if signum == GRACEFUL_STOP_SIGNAL:
+                log.warning("asked by the supervisor to stop: finishing running jobs")
+            else:
+                log.warning(
+                    "received %s: finishing running jobs (up to %ss), send again to exit at once",
+                    signal.Signals(signum).name,
+                    worker.config.grace.total_seconds(),
+                )
+            worker.stop()
+
+    relay_thread = threading.Thread(target=relay, name="jobq-signals", daemon=True)
+    relay_thread.start()
     handled = (signal.SIGTERM, signal.SIGINT, GRACEFUL_STOP_SIGNAL)
     previous = {sig: signal.signal(sig, handle) for sig in handled}
     try:
@@ -999,6 +1014,8 @@ def signal_handlers(worker: Worker) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        requests.put(None)
+        relay_thread.join(timeout=5)
 
 
 def _raise_in_thread(ident: int, exc: type[BaseException]) -> bool:
