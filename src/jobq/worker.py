@@ -50,6 +50,10 @@ log = logging.getLogger("jobq.worker")
 #: How long a finished attempt's outcome may wait to share a commit with others while the
 #: threads still have claimed jobs queued (see ``Worker._exchange``).
 ACK_DELAY = 0.005
+#: Claimed jobs waiting for a thread, at most, per thread (the default prefetch): enough that
+#: the threads have work while the next batch is claimed, never a hoard that other workers
+#: could have run.
+PREFETCH_PER_THREAD = 2
 #: Longest pause between two looks at the change token of an idle worker (seconds): the
 #: latency a commit of another process may wait before it is seen, on SQLite.
 IDLE_POLL_MAX = 0.02
@@ -234,7 +238,9 @@ class Worker:
         self._down_since: float | None = None
         self._retry_delay = 0.0
         self._retry_at = 0.0
-        self._prefetch = config.prefetch if config.prefetch is not None else config.threads
+        self._prefetch = (
+            config.prefetch if config.prefetch is not None else PREFETCH_PER_THREAD * config.threads
+        )
         self._live_threads = 0  # executor threads taking jobs (not the abandoned ones)
         self._busy_threads = 0
         self._last_scale_up = 0.0
@@ -363,22 +369,32 @@ class Worker:
                 if time.monotonic() - active_at > IDLE_BRISK:
                     idle_step = min(idle_step * 1.5, IDLE_POLL_MAX)
 
+    def _capacity(self) -> int:
+        """Jobs the threads may hold unfinished: one running per thread, plus the prefetch
+        (claimed, waiting for a thread), at most ``PREFETCH_PER_THREAD`` per thread."""
+        return self._live_threads + min(self._prefetch, PREFETCH_PER_THREAD * self._live_threads)
+
+    def _batch_due(self) -> bool:
+        """Whether the outcomes gathered so far should be recorded (and the free slots filled)
+        now. Not while every thread is busy and claimed jobs still wait for one, unless the
+        oldest outcome has waited ``ACK_DELAY``: each exchange costs a durable commit, so the
+        fewer and fuller they are, the more jobs per second. Caller holds ``_lock``."""
+        return (
+            self._inbox.qsize() == 0
+            or len(self._held) - len(self._acks) <= self._live_threads
+            or (bool(self._acks) and time.monotonic() - self._acks_since >= ACK_DELAY)
+            or self._stopping.is_set()
+        )
+
     def _exchange(self, claim: bool) -> int:
         """Record finished attempts and, if ``claim`` and slots are free, claim more jobs, in
         one transaction (one commit per batch, not two). Returns how many were claimed.
 
-        While the threads still have claimed jobs queued, it waits until half the slots are
-        free (or the oldest outcome has waited ``ACK_DELAY``): a commit per finished job
-        would make the commit, not the jobs, the limit."""
+        While every thread is busy and claimed jobs still wait for one, it waits (see
+        :meth:`_batch_due`): a commit per finished job would make the commit, not the jobs,
+        the limit."""
         with self._lock:
-            capacity = self._live_threads + min(self._prefetch, self._live_threads)
-            if (
-                claim
-                and self._inbox.qsize() > 0
-                and 2 * (len(self._held) - len(self._acks)) > capacity
-                and (not self._acks or time.monotonic() - self._acks_since < ACK_DELAY)
-                and not self._stopping.is_set()
-            ):
+            if claim and not self._batch_due():
                 return 0
             acks, self._acks = self._acks, []
             # acknowledged jobs give their slots back in the same transaction
@@ -386,8 +402,7 @@ class Worker:
             n_async = sum(1 for i, h in self._held.items() if h.is_async and i not in acked)
             n_sync = len(self._held) - len(acked & self._held.keys()) - n_async
             # claimed but not started stays bounded: a prefetch beyond the threads running
-            capacity = self._live_threads + min(self._prefetch, self._live_threads)
-            free = max(0, capacity - n_sync) + max(0, self._async_capacity - n_async)
+            free = max(0, self._capacity() - n_sync) + max(0, self._async_capacity - n_async)
             # A job rescued from a lost worker may be what kills its process (a poison job):
             # hold at most one such job at a time, so that it cannot take other lost jobs down
             # with it again (each time costs them an attempt).
@@ -872,7 +887,11 @@ class Worker:
                 self._busy_threads -= 1
 
     def _finished(self, record: JobRecord, outcome: Outcome | None) -> None:
-        """Hand a finished attempt's outcome to the coordinator (None: it was cancelled)."""
+        """Hand a finished attempt's outcome to the coordinator (None: it was cancelled).
+
+        The coordinator is woken by the first outcome of a batch (its ``ACK_DELAY`` clock)
+        and when a batch is due, not by every job: on a busy worker most would find nothing
+        to do, and take the GIL from the threads to find it."""
         with self._lock:
             h = self._held.get(record.id)
             if h is not None and outcome is not None and not h.timed_out and not h.lost:
@@ -880,6 +899,8 @@ class Worker:
                 if not self._acks:
                     self._acks_since = time.monotonic()
                 self._acks.append(outcome)
+                if len(self._acks) > 1 and not self._batch_due():
+                    return
             elif h is not None and h.lost:
                 self._held.pop(record.id, None)
                 log.warning(
