@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobq import payload
 from jobq.exceptions import JobCancelled, JobExpired, JobFailed, PayloadError, WaitTimeout
+from jobq.fastinit import fast_init
 from jobq.states import JobState
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class AttemptError:
     traceback: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """One job as stored. Times are UTC and tz-aware; durations are ``timedelta``.

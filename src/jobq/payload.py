@@ -134,8 +134,8 @@ def encode_args(
         raise PayloadError(f"args must be a list or tuple, got {args!r}")
     if not isinstance(kwargs, dict):
         raise PayloadError(f"kwargs must be a dict, got {kwargs!r}")
-    a = encode(list(args), "args", max_bytes)
-    k = encode(kwargs, "kwargs", max_bytes)
+    a = encode(args if type(args) is list else list(args), "args", max_bytes)
+    k = encode(kwargs, "kwargs", max_bytes) if kwargs else "{}"
     if max_bytes is not None and len(a) + len(k) > max_bytes // 4:
         size = len(a.encode()) + len(k.encode())
         if size > max_bytes:

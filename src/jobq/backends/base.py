@@ -70,10 +70,12 @@ from jobq.exceptions import (
     QueueFull,
     UniqueConflict,
 )
+from jobq.fastinit import fast_init
 from jobq.job import AttemptError, JobRecord
 from jobq.states import Action, JobState
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A validated job ready to be stored; the payload is already encoded JSON text.
