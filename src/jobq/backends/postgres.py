@@ -70,6 +70,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from jobq.backends import attempt_errors
+from jobq.backends import pg_arrays as arrays
 from jobq.backends import postgres_sql as q
 from jobq.backends.base import (
     WORKER_LOST,
@@ -463,11 +464,9 @@ class PostgresBackend:
         if connection is None and all(_is_simple(j) for j in jobs):
             # the hot path: one statement, atomic on its own (autocommit)
             if len(jobs) == 1:
-                params = {
-                    k: v[0] if type(v) is list else v
-                    for k, v in self._enqueue_params(jobs, now).items()
-                }
-                rows = self._one_round_trip(self._q(q.ENQUEUE_ONE), params)
+                rows = self._one_round_trip(
+                    self._q(q.ENQUEUE_ONE), self._enqueue_params(jobs, now, one=True)
+                )
             else:
                 rows = self._one_round_trip(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))
             simple = self._simple_records(rows, jobs, None)
@@ -485,11 +484,12 @@ class PostgresBackend:
             self._bump()
         return records
 
-    def _enqueue_params(self, jobs: Sequence[NewJob], now: datetime | None) -> dict[str, Any]:
-        return {
-            "now": now,
-            "seq": self._seq,
-            "channel": self.channel,
+    def _enqueue_params(
+        self, jobs: Sequence[NewJob], now: datetime | None, one: bool = False
+    ) -> dict[str, Any]:
+        """The ENQUEUE statement's parameters: an array literal per column, or with ``one``
+        the ENQUEUE_ONE statement's scalars."""
+        columns: dict[str, list[Any]] = {
             "queue": [j.queue for j in jobs],
             "task": [j.task for j in jobs],
             "args": [j.args_json for j in jobs],
@@ -509,6 +509,12 @@ class PostgresBackend:
             "rperiod": [j.rate_period for j in jobs],
             "secret": [_text_array(j.secret) for j in jobs],
         }
+        params: dict[str, Any] = {"now": now, "seq": self._seq, "channel": self.channel}
+        if one:
+            params.update((name, values[0]) for name, values in columns.items())
+        else:
+            params.update((name, _ENQUEUE_ARRAY[name](values)) for name, values in columns.items())
+        return params
 
     def _one_round_trip(self, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
         """One statement, atomic on its own (autocommit): the rows it returns."""
@@ -1465,18 +1471,43 @@ class PostgresBackend:
                 delay = min(delay * 2, 10.0)
 
 
+#: How each column of the ENQUEUE statement is sent (see ``pg_arrays``).
+_ENQUEUE_ARRAY: dict[str, Callable[[list[Any]], str]] = {
+    "queue": arrays.texts,
+    "task": arrays.texts,
+    "args": arrays.texts,
+    "kwargs": arrays.texts,
+    "priority": arrays.ints,
+    "deadline": arrays.times,
+    "run_at": arrays.times,
+    "delay": arrays.intervals,
+    "max_attempts": arrays.ints,
+    "timeout": arrays.intervals,
+    "unique_key": arrays.texts,
+    "tags": arrays.texts,
+    "ckey": arrays.texts,
+    "climit": arrays.ints,
+    "rkey": arrays.texts,
+    "rlimit": arrays.ints,
+    "rperiod": arrays.intervals,
+    "secret": arrays.texts,
+}
+
+
 def _outcome_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """The arrays the OUTCOMES statement unnests, one element per outcome (in id order, so
     that concurrent batches lock rows in one order)."""
     outcomes = sorted(outcomes, key=lambda o: o.lease.job_id)
     return {
-        "ids": [o.lease.job_id for o in outcomes],
-        "tokens": [o.lease.token for o in outcomes],
-        "kinds": [o.kind.value for o in outcomes],
-        "results": [o.result_json for o in outcomes],
-        "run_ats": [o.run_at for o in outcomes],
-        "delays": [o.delay if o.delay is not None else timedelta(0) for o in outcomes],
-        "errors": [attempt_errors.to_json(o.error) if o.error else None for o in outcomes],
+        "ids": arrays.ints([o.lease.job_id for o in outcomes]),
+        "tokens": arrays.texts([o.lease.token for o in outcomes]),
+        "kinds": arrays.texts([o.kind.value for o in outcomes]),
+        "results": arrays.texts([o.result_json for o in outcomes]),
+        "run_ats": arrays.times([o.run_at for o in outcomes]),
+        "delays": arrays.intervals([o.delay or timedelta(0) for o in outcomes]),
+        "errors": arrays.texts(
+            [attempt_errors.to_json(o.error) if o.error else None for o in outcomes]
+        ),
     }
 
 
