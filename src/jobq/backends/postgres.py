@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -401,7 +402,7 @@ class PostgresBackend:
         """A statement with ``{t}`` (jobs) and the other tables bound to this schema (cached)."""
         composed = self._sql_cache.get(template)
         if composed is None:
-            composed = sql.SQL(template).format(**self._tables)
+            composed = sql.SQL(compact_sql(template)).format(**self._tables)
             self._sql_cache[template] = composed
         return composed
 
@@ -1492,6 +1493,20 @@ _ENQUEUE_ARRAY: dict[str, Callable[[list[Any]], str]] = {
     "rperiod": arrays.intervals,
     "secret": arrays.texts,
 }
+
+
+_SQL_TOKENS = re.compile(r"('(?:[^']|'')*')|(?:\s|--[^\n]*)+")
+
+
+def compact_sql(text: str) -> str:
+    """``text`` without comments and with each run of whitespace as one space (string
+    literals kept as they are). psycopg caches the parsing of a statement's placeholders only
+    for statements under 4 KiB; the exchange statement, as written, is just over."""
+
+    def token(m: re.Match[str]) -> str:
+        return m.group(1) or " "
+
+    return _SQL_TOKENS.sub(token, text).strip()
 
 
 def _outcome_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
