@@ -152,9 +152,15 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: One decoder for every stored value (``json.loads`` with an option makes a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
+
+
 def decode(text: str, what: str) -> Any:
     """Decode stored JSON; raise :class:`PayloadError` if it is not valid JSON."""
+    if text == "{}":  # no kwargs: the common case, without a parse
+        return {}
     try:
-        return json.loads(text, parse_constant=_not_json)
+        return _DECODER.decode(text)
     except (ValueError, TypeError, RecursionError) as exc:
         raise PayloadError(f"stored {what} is not valid JSON ({exc}): {text[:80]!r}") from None
