@@ -464,13 +464,16 @@ class PostgresBackend:
             )
         if connection is None and all(_is_simple(j) for j in jobs):
             # the hot path: one statement, atomic on its own (autocommit)
-            if len(jobs) == 1:
-                rows = self._one_round_trip(
-                    self._q(q.ENQUEUE_ONE), self._enqueue_params(jobs, now, one=True)
-                )
+            if len(jobs) >= COPY_MIN and all(j.unique_key is None for j in jobs):
+                simple = self._enqueue_copy(jobs, now)
             else:
-                rows = self._one_round_trip(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))
-            simple = self._simple_records(rows, jobs, None)
+                if len(jobs) == 1:
+                    rows = self._one_round_trip(
+                        self._q(q.ENQUEUE_ONE), self._enqueue_params(jobs, now, one=True)
+                    )
+                else:
+                    rows = self._one_round_trip(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))
+                simple = self._simple_records(rows, jobs, None)
             if simple is None:  # a queue with a max_depth: counted on the general path
                 with self._tx() as cur:
                     simple = self._enqueue_in(cur, jobs, now, general=True)
@@ -483,6 +486,65 @@ class PostgresBackend:
                 records = self._enqueue_in(cur, jobs, now)
         if connection is None and any(r.state is JobState.AVAILABLE for r in records):
             self._bump()
+        return records
+
+    def _enqueue_copy(self, jobs: Sequence[NewJob], now: datetime | None) -> list[JobRecord] | None:
+        """Plain jobs (no unique keys, no dependencies) with COPY, in one transaction; None,
+        having written nothing, if a queue of the call has a max_depth (the general path
+        counts). The rows are what ENQUEUE would write: run_at and state from the
+        database's time, ids in list order."""
+        queues = sorted({j.queue for j in jobs})
+        with self._tx() as cur:
+            start = cur.execute(
+                self._q(q.COPY_START),
+                {"now": now, "seq": self._seq, "n": len(jobs), "queues": arrays.texts(queues)},
+            ).fetchone()
+            assert start is not None
+            at, ids, bounded = start
+            if bounded:
+                return None
+            records: list[JobRecord] = []
+            woken: set[str] = set()
+            with cur.copy(self._q(q.COPY_JOBS)) as copy:
+                for job_id, nj in zip(ids, jobs, strict=True):
+                    run_at = nj.run_at if nj.run_at is not None else at + (nj.delay or _ZERO)
+                    state = "scheduled" if run_at > at else "available"
+                    if state == "available":
+                        woken.add(nj.queue)
+                    ckey, rkey = nj.concurrency_key, nj.rate_key
+                    copy.write_row(
+                        (
+                            job_id,
+                            nj.queue,
+                            nj.task,
+                            nj.args_json,
+                            nj.kwargs_json,
+                            nj.priority,
+                            nj.priority,
+                            nj.deadline,
+                            run_at,
+                            nj.max_attempts,
+                            nj.timeout,
+                            list(nj.tags),
+                            state,
+                            at,
+                            ckey,
+                            nj.concurrency_limit,
+                            rkey,
+                            nj.rate_limit,
+                            nj.rate_period,
+                            None
+                            if ckey is None and rkey is None
+                            else f"{ckey or ''}\x1f{rkey or ''}",
+                            list(nj.secret),
+                        )
+                    )
+                    records.append(_new_record(job_id, nj, (job_id, state, run_at, at)))
+            if woken:
+                cur.execute(
+                    self._q(q.NOTIFY_QUEUES),
+                    {"channel": self.channel, "queues": arrays.texts(sorted(woken))},
+                )
         return records
 
     def _enqueue_params(
@@ -1471,6 +1533,11 @@ class PostgresBackend:
                 self._closed.wait(delay)
                 delay = min(delay * 2, 10.0)
 
+
+#: From this many plain jobs in one call, enqueue_many writes them with COPY (see
+#: ``_enqueue_copy``): a few round trips more, the rows several times faster.
+COPY_MIN = 500
+_ZERO = timedelta(0)
 
 #: How each column of the ENQUEUE statement is sent (see ``pg_arrays``).
 _ENQUEUE_ARRAY: dict[str, Callable[[list[Any]], str]] = {

@@ -113,6 +113,21 @@ ORDER BY ids.ord
 #: ENQUEUE for one job, its parameters scalars instead of arrays (the single-enqueue hot path).
 ENQUEUE_ONE = ENQUEUE.replace(_ENQUEUE_ROWS, _ENQUEUE_ONE_ROW, 1)
 
+# A big batch of plain jobs (no unique keys, no dependencies) goes in with COPY, in one
+# transaction: the time and the ids first, then the rows, then the notifications.
+COPY_START = """
+SELECT coalesce(%(now)s::timestamptz, now()),
+       ARRAY(SELECT nextval(%(seq)s::regclass) FROM generate_series(1, %(n)s)),
+       EXISTS (SELECT 1 FROM {qs} s WHERE s.max_depth IS NOT NULL
+               AND s.queue = ANY(%(queues)s::text[]))
+"""
+COPY_JOBS = """
+COPY {t} (id, queue, task, args, kwargs, priority, eff_priority, deadline, run_at,
+          max_attempts, timeout, tags, state, created_at, concurrency_key, concurrency_limit,
+          rate_key, rate_limit, rate_period, limit_group, secret) FROM STDIN
+"""
+NOTIFY_QUEUES = "SELECT count(pg_notify(%(channel)s, q)) FROM unnest(%(queues)s::text[]) AS q"
+
 # -- the general enqueue path (uniqueness windows/replace/raise, dependencies) ----------------
 
 ENQUEUE_START = """
