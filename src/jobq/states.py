@@ -29,6 +29,16 @@ class JobState(StrEnum):
         return self in TERMINAL_STATES
 
 
+def state_of(value: str) -> JobState:
+    """``JobState(value)`` for a stored row, through a dict first (decoding claimed rows is a
+    hot path; the enum's own lookup costs several times more). Unknown values still raise
+    ``ValueError``."""
+    return _BY_VALUE.get(value) or JobState(value)
+
+
+_BY_VALUE: dict[str, JobState] = {s.value: s for s in JobState}
+
+
 TERMINAL_STATES = frozenset(
     {JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED}
 )

@@ -109,7 +109,7 @@ from jobq.exceptions import (
     UniqueConflict,
 )
 from jobq.job import AttemptError, JobRecord
-from jobq.states import ACTIVE_STATES, TERMINAL_STATES, JobState, state_list_sql
+from jobq.states import ACTIVE_STATES, TERMINAL_STATES, JobState, state_list_sql, state_of
 
 log = logging.getLogger("jobq.postgres")
 
@@ -213,7 +213,7 @@ def _row_to_record(row: Sequence[Any]) -> JobRecord:
         timeout=timeout,
         unique_key=unique_key,
         tags=tuple(tags),
-        state=JobState(state),
+        state=state_of(state),
         worker_id=worker_id,
         lease_token=lease_token,
         leased_until=_utc(leased_until),
@@ -1633,7 +1633,7 @@ def _new_record(job_id: int, nj: NewJob, row: Sequence[Any]) -> JobRecord:
         timeout=nj.timeout,
         unique_key=nj.unique_key,
         tags=nj.tags,
-        state=JobState(state),
+        state=state_of(state),
         worker_id=None,
         lease_token=None,
         leased_until=None,

@@ -88,6 +88,7 @@ from jobq.states import (
     JobState,
     sources,
     state_list_sql,
+    state_of,
 )
 
 log = logging.getLogger("jobq.sqlite")
@@ -156,7 +157,7 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         timeout=None if timeout is None else timedelta(microseconds=timeout),
         unique_key=unique_key,
         tags=_tags(tags),
-        state=JobState(state),
+        state=state_of(state),
         worker_id=worker_id,
         lease_token=lease_token,
         leased_until=opt_from_us(leased_until),
@@ -1161,7 +1162,7 @@ def _new_record(
         timeout=nj.timeout,
         unique_key=nj.unique_key,
         tags=nj.tags,
-        state=JobState(p[_P_STATE]),
+        state=state_of(p[_P_STATE]),
         worker_id=None,
         lease_token=None,
         leased_until=None,
