@@ -9,6 +9,7 @@ system's own interpreter; timed enqueue loops run inside the producer (see
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ def _counts(system: SystemInfo, store: Store, workdir: Path) -> tuple[int, int |
         return client.pending(), client.completed()
 
 
+def quiesce() -> None:
+    """Write out the dirty pages of the OS before a timed phase, so that the writeback of what
+    ran before (another system's run, the enqueues) does not land inside it."""
+    os.sync()
+
+
 def drain(
     system: SystemInfo, stores: StoreFactory, n: int, workdir: Path, timeout: float
 ) -> dict[str, Any]:
@@ -56,6 +63,7 @@ def drain(
             enqueue_s = client.enqueue_noop_n(str(out), n)
             queued = client.pending()
         store.analyze()  # PostgreSQL: statistics for the table just filled; others: nothing
+        quiesce()
 
         with WorkerProcess(system, store, workdir, "drain") as worker:
             first, last = wait_for_bytes(out, n, worker, timeout)
@@ -89,6 +97,7 @@ def bulk(system: SystemInfo, stores: StoreFactory, n: int, workdir: Path) -> dic
         stores(system, "bulk", workdir) as store,
         RemoteClient(system, store.locator, workdir, "bulk") as client,
     ):
+        quiesce()
         elapsed = client.enqueue_noop_many(str(out), n)
         queued = client.pending()
     return {
@@ -127,6 +136,7 @@ def latency(
     ):
         client.enqueue_noop(str(warmup))
         wait_for_bytes(warmup, 1, worker, timeout)
+        quiesce()
         time.sleep(idle)
         paced = client.enqueue_paced(str(out), jobs, rate)
         lines = wait_for_lines(out, jobs, worker, timeout)
