@@ -13,9 +13,7 @@ result is kept for arq's default ``keep_result`` of 3600 s).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version as dist_version
@@ -26,6 +24,7 @@ from arq.connections import RedisSettings
 from arq.constants import default_queue_name, result_key_prefix
 from arq.worker import func
 
+from benchmarks import common
 from benchmarks.common import WORKER_THREADS, System, append_byte, append_latency
 
 
@@ -97,15 +96,9 @@ def run_worker(url: str, slots: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.arq_redis")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one arq worker on --db URL")
-    worker.add_argument("--db", required=True)
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS, help="max_jobs")
-    args: Any = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_worker(args.db, args.threads)
-    return 0
+    return common.worker_main(
+        "benchmarks.arq_redis", "one arq worker", run_worker, argv, threads_help="max_jobs"
+    )
 
 
 if __name__ == "__main__":

@@ -15,17 +15,16 @@ dies loses the tasks it had prefetched or was running.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from collections.abc import Sequence
 from importlib.metadata import version as dist_version
-from typing import Any
 
 from celery import Celery, group
 from celery.exceptions import SecurityWarning
 from redis import Redis
 
+from benchmarks import common
 from benchmarks.common import WORKER_THREADS, System, append_byte, append_latency
 
 #: Celery's default queue, a Redis list of that name.
@@ -118,14 +117,9 @@ def run_worker(url: str, threads: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.celery_redis")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one celery worker on --db URL")
-    worker.add_argument("--db", required=True)
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS)
-    args: Any = parser.parse_args(argv)
-    run_worker(args.db, args.threads)
-    return 0
+    return common.worker_main(
+        "benchmarks.celery_redis", "one celery worker", run_worker, argv, log_warnings=False
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ measurement never touches the queue the worker is draining.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import math
 import os
 import re
@@ -25,6 +27,31 @@ from typing import Any, Literal, Protocol
 #: Root of the repository: the directory that holds the ``benchmarks`` package.
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_THREADS = 8
+
+
+def worker_main(
+    prog: str,
+    what: str,
+    run_worker: Callable[[str, int], None],
+    argv: Sequence[str] | None,
+    threads_help: str | None = None,
+    log_warnings: bool = True,
+) -> int:
+    """``python -m <prog> worker --db STORE [--threads N]``: one worker of a system, as every
+    benchmark module starts it (``what`` names it in --help; ``log_warnings``: the system's
+    own warnings and errors to stderr, which the runner keeps)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help=f"run {what} on --db")
+    worker.add_argument("--db", required=True, help="the store, as the runner names it")
+    worker.add_argument("--threads", type=int, default=WORKER_THREADS, help=threads_help)
+    args: Any = parser.parse_args(argv)
+    if log_warnings:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    run_worker(args.db, args.threads)
+    return 0
+
+
 #: Workload 4 inserts its backlog in calls of at most this many jobs.
 BACKLOG_CHUNK = 100_000
 _POLL_SECONDS = 0.002

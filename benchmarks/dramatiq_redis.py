@@ -13,18 +13,16 @@ after its actor ran (a worker that dies leaves it to be requeued).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from importlib.metadata import version as dist_version
-from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from benchmarks import common
 from benchmarks.common import WORKER_THREADS, System, append_byte, append_latency
 
 QUEUE = "default"
@@ -109,15 +107,7 @@ def run_worker(url: str, threads: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dramatiq_redis")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one dramatiq worker on --db URL")
-    worker.add_argument("--db", required=True)
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS)
-    args: Any = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_worker(args.db, args.threads)
-    return 0
+    return common.worker_main("benchmarks.dramatiq_redis", "one dramatiq worker", run_worker, argv)
 
 
 if __name__ == "__main__":

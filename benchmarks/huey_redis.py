@@ -12,16 +12,14 @@ lost.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import huey
 from huey import RedisHuey
 from huey.consumer import Consumer
 
+from benchmarks import common
 from benchmarks.common import WORKER_THREADS, System, append_byte, append_latency
 
 
@@ -89,15 +87,7 @@ def run_worker(url: str, threads: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.huey_redis")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one huey consumer on --db URL")
-    worker.add_argument("--db", required=True)
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS)
-    args: Any = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_worker(args.db, args.threads)
-    return 0
+    return common.worker_main("benchmarks.huey_redis", "one huey consumer", run_worker, argv)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,16 @@ sleeps 0.1 s, backing off by x1.15 up to 10 s).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import huey
 from huey import SqliteHuey
 from huey.consumer import Consumer
 
-from benchmarks.common import BACKLOG_CHUNK, WORKER_THREADS, System, append_byte, append_latency
+from benchmarks import common
+from benchmarks.common import BACKLOG_CHUNK, System, append_byte, append_latency
 
 FSYNC = True  # synchronous=FULL, matching jobq's default
 
@@ -131,15 +129,7 @@ def run_worker(db: str, threads: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.huey_sqlite")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one huey consumer on --db")
-    worker.add_argument("--db", required=True)
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS)
-    args: Any = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_worker(args.db, args.threads)
-    return 0
+    return common.worker_main("benchmarks.huey_sqlite", "one huey consumer", run_worker, argv)
 
 
 if __name__ == "__main__":

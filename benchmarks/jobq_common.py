@@ -6,15 +6,14 @@ and in how they check its durability; the API is the same ``jobq.App``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from itertools import islice, repeat
-from typing import Any
 
 import jobq
-from benchmarks.common import BACKLOG_CHUNK, WORKER_THREADS, append_byte, append_latency
+from benchmarks import common
+from benchmarks.common import BACKLOG_CHUNK, append_byte, append_latency
 
 QUEUE = "default"
 
@@ -103,11 +102,10 @@ def run_worker(url: str, threads: int) -> None:
 
 def worker_main(prog: str, url_of: Callable[[str], str], argv: Sequence[str] | None) -> int:
     """``python -m <prog> worker --db STORE``: one jobq worker on ``url_of(STORE)``."""
-    parser = argparse.ArgumentParser(prog=f"python -m {prog}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one jobq worker on --db")
-    worker.add_argument("--db", required=True, help="the store, as the runner names it")
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS)
-    args: Any = parser.parse_args(argv)
-    run_worker(url_of(args.db), args.threads)
-    return 0
+    return common.worker_main(
+        prog,
+        "one jobq worker",
+        lambda db, threads: run_worker(url_of(db), threads),
+        argv,
+        log_warnings=False,
+    )

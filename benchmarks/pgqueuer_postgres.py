@@ -24,10 +24,8 @@ Durability: ``Durability.durable`` (pgqueuer's default: every table logged) and 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -40,7 +38,7 @@ import uvloop
 from pgqueuer import AsyncpgDriver, PgQueuer, Queries
 from pgqueuer.models import Job
 
-from benchmarks import pg
+from benchmarks import common, pg
 from benchmarks.common import BACKLOG_CHUNK, WORKER_THREADS, System, append_byte, append_latency
 
 NOOP = "noop"
@@ -154,20 +152,13 @@ def run_worker(url: str, slots: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pgqueuer_postgres")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one pgqueuer worker on --db URL")
-    worker.add_argument("--db", required=True)
-    worker.add_argument(
-        "--threads",
-        type=int,
-        default=WORKER_THREADS,
-        help="max_concurrent_tasks, raised to twice the batch size if lower",
+    return common.worker_main(
+        "benchmarks.pgqueuer_postgres",
+        "one pgqueuer worker",
+        run_worker,
+        argv,
+        threads_help="max_concurrent_tasks, raised to twice the batch size if lower",
     )
-    args: Any = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_worker(args.db, args.threads)
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ Durability: logged tables and the server's ``synchronous_commit=on``; checked on
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version as dist_version
@@ -28,7 +26,7 @@ from typing import Any
 from procrastinate import App, PsycopgConnector
 from procrastinate.types import JSONDict
 
-from benchmarks import pg
+from benchmarks import common, pg
 from benchmarks.common import BACKLOG_CHUNK, WORKER_THREADS, System, append_byte, append_latency
 
 QUEUE = "default"
@@ -125,15 +123,13 @@ def run_worker(url: str, concurrency: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.procrastinate_postgres")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one procrastinate worker on --db URL")
-    worker.add_argument("--db", required=True)
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS, help="concurrency")
-    args: Any = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_worker(args.db, args.threads)
-    return 0
+    return common.worker_main(
+        "benchmarks.procrastinate_postgres",
+        "one procrastinate worker",
+        run_worker,
+        argv,
+        threads_help="concurrency",
+    )
 
 
 if __name__ == "__main__":

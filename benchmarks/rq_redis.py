@@ -12,12 +12,9 @@ after (finished jobs are kept for rq's default ``result_ttl`` of 500 s).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version as dist_version
-from typing import Any
 
 from redis import Redis
 from rq import Queue
@@ -25,6 +22,7 @@ from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerPool
 
+from benchmarks import common
 from benchmarks.common import WORKER_THREADS, System, append_byte, append_latency
 
 QUEUE = "default"
@@ -90,15 +88,13 @@ def run_worker(url: str, workers: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.rq_redis")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run one rq worker pool on --db URL")
-    worker.add_argument("--db", required=True)
-    worker.add_argument("--threads", type=int, default=WORKER_THREADS, help="worker processes")
-    args: Any = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    run_worker(args.db, args.threads)
-    return 0
+    return common.worker_main(
+        "benchmarks.rq_redis",
+        "one rq worker pool",
+        run_worker,
+        argv,
+        threads_help="worker processes",
+    )
 
 
 if __name__ == "__main__":
