@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from benchmarks import client, peers_env, summary, workloads
+from benchmarks import ceilings, client, peers_env, summary, workloads
 from benchmarks.common import (
     ROOT,
     WORKER_THREADS,
@@ -176,6 +176,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="draw the summary here as a PNG (default benchmarks/results/latest.png; needs "
         "the peers' environment, which has matplotlib)",
     )
+    p.add_argument(
+        "--ceilings",
+        choices=("full", "quick", "off"),
+        help="measure what the store and jobq's exchange allow on this machine (the bounds "
+        "of the targets; benchmarks.ceilings) after the SQLite and PostgreSQL suites "
+        "(default full, --quick: quick)",
+    )
     p.add_argument("--no-chart", action="store_true", help="do not draw the chart")
     p.add_argument(
         "--save-docs",
@@ -185,6 +192,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else DEFAULTS
+    if args.ceilings is None:
+        args.ceilings = "quick" if args.quick else "full"
     for key, value in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -488,14 +497,39 @@ def run_suite(
     print()
     print(table)
     print("\n".join(footer))
+    found = measure_ceilings(suite, args, tmp_dir) if "jobq" in names else {}
     return {
         **where,
+        **found,
         "workloads": chosen,
         "systems": results,
         "ratios": ratios(names, results, rows) if names and names[0] == "jobq" else {},
         "table": table,
         "notes": footer,
     }
+
+
+def measure_ceilings(suite: str, args: argparse.Namespace, tmp_dir: Path) -> dict[str, Any]:
+    """``{"ceilings": figures}`` of the suite's store (SQLite, PostgreSQL), printed; ``{}`` when
+    the suite has none or ``--ceilings off``; ``{"ceilings_error": why}`` when it failed."""
+    if args.ceilings == "off" or suite not in ("sqlite", "postgres"):
+        return {}
+    quick = args.ceilings == "quick"
+    try:
+        if suite == "postgres":
+            from benchmarks import pg
+
+            with pg.fresh_database(args.pg_url, "ceilings") as store:
+                figures = ceilings.run(suite, store.locator, quick)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-ceilings-", dir=tmp_dir) as workdir:
+                figures = ceilings.run(suite, str(Path(workdir) / "ceilings.db"), quick)
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        print(f"ceilings not measured: {why}")
+        return {"ceilings_error": why}
+    print("\n".join(ceilings.describe(figures)))
+    return {"ceilings": figures}
 
 
 def _redact(url: str) -> str:

@@ -121,7 +121,12 @@ def format_summary(rows: Sequence[dict[str, Any]], cpus: int | None) -> str:
 
 
 def _target(
-    name: str, value: float | None, goal: float, at_least: bool, unit: str = "x"
+    name: str,
+    value: float | None,
+    goal: float,
+    at_least: bool,
+    unit: str = "x",
+    bound: str | None = None,
 ) -> dict[str, Any]:
     met = None if value is None else (value >= goal if at_least else value <= goal)
     return {
@@ -129,7 +134,51 @@ def _target(
         "value": value,
         "goal": f"{'>=' if at_least else '<='} {goal:g}{unit}",
         "met": met,
+        "bound": bound,
     }
+
+
+# What bounds a target, from the ceilings measured in the same run (benchmarks.ceilings).
+
+
+def _drain_bound(needed: float | None, ceilings: dict[str, float] | None) -> str | None:
+    if needed is None or not ceilings:
+        return None
+    return (
+        f"needs {needed:,.0f} jobs/s; jobq's exchange back to back with no job run does "
+        f"{ceilings['exchange_per_s']:,.0f}/s at a worker's batch (24) and "
+        f"{ceilings['exchange_64_per_s']:,.0f}/s at 64; the store alone, 64 a batch: "
+        f"{ceilings['store_claim_complete_per_s']:,.0f}/s"
+    )
+
+
+def _enqueue_bound(needed: float | None, ceilings: dict[str, float] | None) -> str | None:
+    if needed is None or not ceilings:
+        return None
+    return (
+        f"needs {needed:,.0f} enqueues/s, one durable commit each; a one-row insert and its "
+        f"commit alone: {ceilings['durable_commit_per_s']:,.0f}/s"
+    )
+
+
+def _bulk_bound(ceilings: dict[str, float] | None) -> str | None:
+    if not ceilings:
+        return None
+    build, store = ceilings["build_jobs_per_s"], ceilings["store_jobs_per_s"]
+    return (
+        f"building the jobs in Python: {build:,.0f}/s; the backend storing them prebuilt: "
+        f"{store:,.0f}/s; the two in a row: {1 / (1 / build + 1 / store):,.0f}/s"
+    )
+
+
+def _latency_bound(ceilings: dict[str, float] | None) -> str | None:
+    if not ceilings:
+        return None
+    commit, trip = ceilings["commit_ms_p50"], ceilings.get("round_trip_ms_p50")
+    parts = f"two durable commits (the enqueue's, the claim's): {2 * commit:.2f} ms"
+    if trip is not None:
+        parts += f", and more round trips of {trip:.2f} ms each"
+    return f"the path holds {parts}; the rest is the wake-up and hand-off in Python"
 
 
 def check_targets(reports: dict[str, dict[str, Any]], bulk_n: int) -> list[dict[str, Any]]:
@@ -139,6 +188,14 @@ def check_targets(reports: dict[str, dict[str, Any]], bulk_n: int) -> list[dict[
     def system(suite: str, name: str) -> dict[str, Any]:
         s: dict[str, Any] = reports.get(suite, {}).get("systems", {}).get(name, {})
         return s
+
+    def ceilings(suite: str) -> dict[str, float] | None:
+        found: dict[str, float] | None = reports.get(suite, {}).get("ceilings")
+        return found
+
+    def needed(suite: str, peer: str, metric: str, goal: float) -> float | None:
+        value = _value(system(suite, peer), "drain", metric)
+        return None if value is None else goal * value
 
     def rate_ratio(suite: str, peer: str, metric: str) -> float | None:
         return advantage(
@@ -155,6 +212,7 @@ def check_targets(reports: dict[str, dict[str, Any]], bulk_n: int) -> list[dict[
                     rate_ratio(suite, peer, "drain_per_s"),
                     goal,
                     True,
+                    bound=_drain_bound(needed(suite, peer, "drain_per_s", goal), ceilings(suite)),
                 )
             )
     if "procrastinate" in reports.get("postgres", {}).get("systems", {}):
@@ -164,6 +222,9 @@ def check_targets(reports: dict[str, dict[str, Any]], bulk_n: int) -> list[dict[
                 rate_ratio("postgres", "procrastinate", "drain_per_s"),
                 20,
                 True,
+                bound=_drain_bound(
+                    needed("postgres", "procrastinate", "drain_per_s", 20), ceilings("postgres")
+                ),
             )
         )
     redis = reports.get("redis", {}).get("systems", {})
@@ -179,6 +240,7 @@ def check_targets(reports: dict[str, dict[str, Any]], bulk_n: int) -> list[dict[
                 advantage(_value(redis.get("jobq", {}), "drain", "drain_per_s"), max(best), True),
                 2,
                 True,
+                bound=_drain_bound(2 * max(best), ceilings("postgres")),
             )
         )
     for suite, peer in (("sqlite", "huey"), ("postgres", "pgqueuer")):
@@ -189,13 +251,23 @@ def check_targets(reports: dict[str, dict[str, Any]], bulk_n: int) -> list[dict[
                     rate_ratio(suite, peer, "enqueue_per_s"),
                     1.5,
                     True,
+                    bound=_enqueue_bound(
+                        needed(suite, peer, "enqueue_per_s", 1.5), ceilings(suite)
+                    ),
                 )
             )
     for suite, goal in (("sqlite", 100_000), ("postgres", 50_000)):
         value = _value(system(suite, "jobq"), "bulk", "jobs_per_s")
         if value is not None:
             out.append(
-                _target(f"bulk {bulk_n:,} {suite}: jobq jobs/s", value, goal, True, " jobs/s")
+                _target(
+                    f"bulk {bulk_n:,} {suite}: jobq jobs/s",
+                    value,
+                    goal,
+                    True,
+                    " jobs/s",
+                    _bulk_bound(ceilings(suite)),
+                )
             )
     for suite, p50 in (("sqlite", 2.0), ("postgres", 1.0)):
         jobq = system(suite, "jobq")
@@ -203,7 +275,12 @@ def check_targets(reports: dict[str, dict[str, Any]], bulk_n: int) -> list[dict[
             continue
         out.append(
             _target(
-                f"latency {suite}: jobq p50", _value(jobq, "latency", "p50_ms"), p50, False, " ms"
+                f"latency {suite}: jobq p50",
+                _value(jobq, "latency", "p50_ms"),
+                p50,
+                False,
+                " ms",
+                _latency_bound(ceilings(suite)),
             )
         )
         out.append(
@@ -262,4 +339,6 @@ def format_targets(targets: Sequence[dict[str, Any]]) -> str:
         shown = "-" if value is None else (f"{value:,.0f}" if value >= 1000 else f"{value:.2f}")
         verdict = {True: "met", False: "MISSED", None: "?"}[t["met"]]
         lines.append(f"  {t['target'].ljust(width)}  {shown:>9}  {t['goal']:<16} {verdict}")
+        if t["met"] is False and t.get("bound"):
+            lines.append(f"      bound: {t['bound']}")
     return "\n".join(lines)

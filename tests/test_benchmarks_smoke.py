@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ TINY = [
     "0",
     "--timeout",
     "120",
+    "--ceilings",
+    "quick",
 ]
 
 pytestmark = pytest.mark.slow
@@ -71,6 +74,54 @@ def test_runner_jobq_only(tmp_path: Path) -> None:
     assert report["suites"]["sqlite"]["systems"]["jobq"]["bulk"]["ok"] is True
     assert report["summary"]["rows"] == []  # no peer, no ratios
     assert "1 drain: drain/s" in done.stdout
+    ceilings = report["suites"]["sqlite"]["ceilings"]
+    assert set(ceilings) == {
+        "durable_commit_per_s",
+        "commit_ms_p50",
+        "store_claim_complete_per_s",
+        "exchange_per_s",
+        "exchange_64_per_s",
+        "build_jobs_per_s",
+        "store_jobs_per_s",
+    }
+    assert all(value > 0 for value in ceilings.values()), ceilings
+    assert "what the store allows here" in done.stdout
+
+
+def test_ceilings_measure_postgres_in_the_database_they_are_given(tmp_path: Path) -> None:
+    """``python -m benchmarks.ceilings postgres URL`` fills schemas and tables of its own in
+    the database it is given and drops its raw tables; the runner drops the database."""
+    psycopg = pytest.importorskip("psycopg")
+    from benchmarks import pg
+
+    admin = "postgresql://postgres@127.0.0.1:5432/test"
+    with ExitStack() as stack:
+        try:
+            store = stack.enter_context(pg.fresh_database(admin, "ceilings_test"))
+        except psycopg.OperationalError as exc:
+            pytest.skip(f"no PostgreSQL server here: {exc}")
+        from benchmarks import ceilings
+
+        figures = ceilings.run("postgres", store.locator, quick=True)
+        assert figures["round_trip_ms_p50"] > 0
+        assert figures["exchange_per_s"] > 0 and figures["store_jobs_per_s"] > 0
+        with psycopg.connect(store.locator) as conn:
+            left = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ceiling_%'"
+            ).fetchone()
+            assert left == (0,)
+
+
+def test_ceilings_report_the_failure_of_a_store_they_cannot_use(tmp_path: Path) -> None:
+    from benchmarks import ceilings
+
+    with pytest.raises(RuntimeError, match="ceilings_missing"):
+        ceilings.run("postgres", "postgresql://postgres@127.0.0.1:5432/ceilings_missing", True)
+    (tmp_path / "c.db.bulk").write_text("someone's data")
+    with pytest.raises(RuntimeError, match=r"c\.db\.bulk exists: give benchmarks.ceilings a path"):
+        ceilings.run("sqlite", str(tmp_path / "c.db"), True)
+    assert (tmp_path / "c.db.bulk").read_text() == "someone's data"
+    assert not (tmp_path / "c.db.raw").exists()
 
 
 def test_runner_with_one_peer_and_chart(tmp_path: Path) -> None:
@@ -88,3 +139,42 @@ def test_runner_with_one_peer_and_chart(tmp_path: Path) -> None:
     assert row["peer"] == "huey" and row["advantage"]["drain"] is not None
     assert "jobq/huey" in done.stdout
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missed_targets_name_what_bounds_them_from_the_same_runs_ceilings() -> None:
+    from benchmarks import summary
+
+    ceilings = {
+        "durable_commit_per_s": 10_000.0,
+        "commit_ms_p50": 0.1,
+        "store_claim_complete_per_s": 200_000.0,
+        "exchange_per_s": 40_000.0,
+        "exchange_64_per_s": 50_000.0,
+        "build_jobs_per_s": 300_000.0,
+        "store_jobs_per_s": 100_000.0,
+    }
+    reports = {
+        "sqlite": {
+            "ceilings": ceilings,
+            "systems": {
+                "jobq": {
+                    "drain": {"drain_per_s": 20_000.0, "enqueue_per_s": 6_000.0},
+                    "bulk": {"jobs_per_s": 60_000.0},
+                },
+                "huey": {"drain": {"drain_per_s": 4_000.0, "enqueue_per_s": 8_000.0}},
+            },
+        }
+    }
+    targets = {t["target"]: t for t in summary.check_targets(reports, 100_000)}
+    drain = targets["drain sqlite: jobq/huey"]
+    assert drain["met"] is False and drain["value"] == 5.0
+    assert "needs 60,000 jobs/s" in drain["bound"] and "40,000/s" in drain["bound"]
+    enqueue = targets["single enqueue sqlite: jobq/huey"]
+    assert "needs 12,000 enqueues/s" in enqueue["bound"] and "10,000/s" in enqueue["bound"]
+    bulk = targets["bulk 100,000 sqlite: jobq jobs/s"]
+    assert "the two in a row: 75,000/s" in bulk["bound"]
+    text = summary.format_targets(list(targets.values()))
+    assert text.count("bound:") == 3
+    # no ceilings measured (--ceilings off): no bound, and nothing breaks
+    del reports["sqlite"]["ceilings"]
+    assert all(t["bound"] is None for t in summary.check_targets(reports, 100_000))
