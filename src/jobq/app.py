@@ -19,6 +19,7 @@ from jobq.clock import as_duration
 from jobq.cron import Cron
 from jobq.exceptions import ConfigurationError, InvalidJobError, JobNotFound, QueueFull
 from jobq.group import Group
+from jobq.heap import keep_freed_heap
 from jobq.job import Job, JobRecord
 from jobq.locks import Lock
 from jobq.metrics import record_enqueued
@@ -739,6 +740,7 @@ class App:
             scale_down_after=scale_down_after,
             cancel_grace=cancel_grace,
         )
+        keep_freed_heap()  # this process is the worker's (see jobq.heap)
         if not handle_signals:
             return worker.run()
         with signal_handlers(worker):

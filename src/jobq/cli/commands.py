@@ -35,6 +35,7 @@ from jobq.cli.render import (
     workers_rows,
 )
 from jobq.exceptions import JobqError
+from jobq.heap import keep_freed_heap
 from jobq.states import TERMINAL_STATES, JobState
 from jobq.supervisor import EXIT_RECYCLE, Supervisor, watch_supervisor, worker_command
 from jobq.worker import Worker, resident_mb, signal_handlers
@@ -90,6 +91,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker = app.worker(queues, **kwargs)
         _check_memory_limit(args.max_memory_per_process)
         if args.child:
+            keep_freed_heap()  # this process is the worker's (see jobq.heap)
             watch_supervisor(lambda: _supervisor_lost(worker))
             with signal_handlers(worker):
                 summary = worker.run()
