@@ -1,13 +1,14 @@
 """A worker process keeps freed heap memory instead of handing it back to the OS at every free.
 
-SQLite allocates a batch of page-cache pages (about 87 KB with 4 KiB pages) as a statement of a
-write transaction starts and frees it as the statement ends, once its page cache is full (the
-database is larger than the cache: 2 MB by default). glibc's ``malloc`` gives memory at the
-top of its heap back to the OS as soon as more than 128 KB is free there, so on a busy worker
-every statement cost an ``sbrk`` down, an ``sbrk`` up and the page faults of touching the
-memory again: a SQLite worker drained a queue of 20,000 or 1,000,000 jobs about a third slower
-than one of 10,000. Keeping 16 MiB of padding at the top of the heap (``M_TOP_PAD``) ends the
-churn; the process holds at most that much more memory it does not use.
+Once a SQLite database is larger than SQLite's page cache (2 MB by default), SQLite allocates
+a block of about 87 KB (the size of 20 page-cache pages) as each statement of a write
+transaction begins and frees it as the statement ends (seen with gdb on ``brk``). glibc's
+``malloc`` gives memory at the top of its heap back to the OS as soon as more than 128 KB is
+free there, so on a busy worker every statement cost an ``sbrk`` down, an ``sbrk`` up and the
+page faults of touching the memory again: a SQLite worker drained a queue of 20,000 or
+1,000,000 jobs about a third slower than one of 10,000. Keeping 16 MiB of padding at the top
+of the heap (``M_TOP_PAD``) ends the churn; the process holds at most that much more memory it
+does not use.
 
 Only the processes jobq owns do this (``jobq worker`` and :meth:`jobq.App.run_worker`), only
 with glibc, and never when the environment already tunes ``malloc`` (``MALLOC_TOP_PAD_``,
