@@ -35,18 +35,21 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from os.path import exists
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jobq
-from benchmarks.common import ROOT, subprocess_env
-from jobq.backends.base import Lease, NewJob, Outcome, OutcomeKind
-from jobq.job import JobRecord
-from jobq.options import JobOptions, TaskDefaults, job_builder
+from benchmarks.common import ROOT, WORKER_THREADS, subprocess_env
 
-#: jobs per claim in ``store_claim_complete_per_s``
+if TYPE_CHECKING:
+    from jobq.backends.base import NewJob
+
+# jobq itself is imported only where a figure is measured (in the subprocess): the runner,
+# which uses run() and describe(), imports no system.
+
+#: jobs per claim in ``store_claim_complete_per_s``, and the bigger exchange batch
 STORE_BATCH = 64
-#: jobs per exchange: 8 threads + 2 x 8 waiting, a default worker's capacity
-EXCHANGE_BATCH = 24
+#: jobs per exchange: a default worker's most, its threads plus twice as many waiting
+#: (jobq.worker.PREFETCH_PER_THREAD = 2; a test keeps the two in step)
+EXCHANGE_BATCH = WORKER_THREADS * 3
 TASK = "benchmarks.ceilings.noop"
 #: one-row commits before the timed ones on SQLite: past the first checkpoint (1000 pages), the
 #: WAL is reused instead of grown, as in a store that has been in use for a while
@@ -69,6 +72,8 @@ def median_ms(samples: Sequence[float]) -> float:
 
 def build_jobs(n: int) -> tuple[list[NewJob], float]:
     """``n`` no-op jobs as ``Task.enqueue_many`` builds them; and the rate it built them at."""
+    from jobq.options import JobOptions, TaskDefaults, job_builder
+
     build = job_builder(TASK, JobOptions(), TaskDefaults(), None)
     started = time.perf_counter()
     jobs = [build(("/dev/null",), None) for _ in range(n)]
@@ -77,7 +82,9 @@ def build_jobs(n: int) -> tuple[list[NewJob], float]:
 
 def exchange_rate(backend: Any, total: int, batch: int) -> float:
     """``record_and_claim`` back to back over ``total`` queued jobs, ``batch`` a call."""
-    held: list[JobRecord] = []
+    from jobq.backends.base import Lease, Outcome, OutcomeKind
+
+    held: list[Any] = []
     done = 0
     started = time.perf_counter()
     while True:
@@ -100,6 +107,8 @@ def exchange_rate(backend: Any, total: int, batch: int) -> float:
 
 def jobq_ceilings(bulk_url: str, exchange_url: str, n: dict[str, int]) -> dict[str, float]:
     """The figures that go through jobq's backend; each URL names an empty store."""
+    import jobq
+
     jobs, built = build_jobs(n["bulk"])
     app = jobq.App(bulk_url)
     try:
@@ -111,7 +120,7 @@ def jobq_ceilings(bulk_url: str, exchange_url: str, n: dict[str, int]) -> dict[s
     figures = {"build_jobs_per_s": built, "store_jobs_per_s": stored}
     app = jobq.App(exchange_url)
     try:
-        for name, batch in (("exchange_per_s", EXCHANGE_BATCH), ("exchange_64_per_s", 64)):
+        for name, batch in (("exchange_per_s", EXCHANGE_BATCH), ("exchange_64_per_s", STORE_BATCH)):
             app.backend.enqueue_many(jobs[: n["exchange_jobs"]])
             figures[name] = exchange_rate(app.backend, n["exchange_jobs"], batch)
     finally:

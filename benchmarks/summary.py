@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.ceilings import EXCHANGE_BATCH, STORE_BATCH
+
 STORE_TITLES = {"sqlite": "SQLite", "postgres": "PostgreSQL", "redis": "Redis"}
 
 
@@ -146,8 +148,9 @@ def _drain_bound(needed: float | None, ceilings: dict[str, float] | None) -> str
         return None
     return (
         f"needs {needed:,.0f} jobs/s; jobq's exchange back to back with no job run does "
-        f"{ceilings['exchange_per_s']:,.0f}/s at a worker's batch (24) and "
-        f"{ceilings['exchange_64_per_s']:,.0f}/s at 64; the store alone, 64 a batch: "
+        f"{ceilings['exchange_per_s']:,.0f}/s at a worker's batch ({EXCHANGE_BATCH}) and "
+        f"{ceilings['exchange_64_per_s']:,.0f}/s at {STORE_BATCH}; the store alone, "
+        f"{STORE_BATCH} a batch: "
         f"{ceilings['store_claim_complete_per_s']:,.0f}/s"
     )
 

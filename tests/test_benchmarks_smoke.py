@@ -178,3 +178,28 @@ def test_missed_targets_name_what_bounds_them_from_the_same_runs_ceilings() -> N
     # no ceilings measured (--ceilings off): no bound, and nothing breaks
     del reports["sqlite"]["ceilings"]
     assert all(t["bound"] is None for t in summary.check_targets(reports, 100_000))
+
+
+def test_the_ceilings_exchange_batch_is_a_default_workers_most() -> None:
+    from benchmarks import ceilings
+    from benchmarks.common import WORKER_THREADS
+
+    from jobq.worker import PREFETCH_PER_THREAD
+
+    assert ceilings.EXCHANGE_BATCH == WORKER_THREADS * (1 + PREFETCH_PER_THREAD)
+
+
+def test_the_runner_imports_no_system() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, benchmarks.__main__; "
+            "print(sorted(m for m in sys.modules if m == 'jobq' or m.startswith('jobq.')))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stdout
