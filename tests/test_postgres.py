@@ -796,3 +796,62 @@ def test_concurrency_limit_holds_across_processes(url: str, tmp_path: Any) -> No
     assert most["K"] <= 2 and most["L"] <= 1
     assert most["K"] == 2  # the limit was reached, not merely respected by running one at a time
     assert len(starts) == 130 and set(starts.values()) == {1}
+
+
+# -- plan reuse ----------------------------------------------------------------------------------
+
+
+def _plans(b: PostgresBackend, start: str) -> tuple[int, int]:
+    """(generic, custom) plan counts of the prepared statement that starts with ``start`` on
+    the only claim connection."""
+    with b._claims().connection() as conn:
+        row = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            (start + "%",),
+        ).fetchone()
+    assert row is not None, f"no statement starting {start!r} was prepared"
+    return row[0], row[1]
+
+
+def test_claim_plans_are_reused_and_stay_on_indexes_as_the_table_grows(url: str) -> None:
+    """The hot claim statements are planned once per connection, not on every call (PostgreSQL
+    reuses the plan it caches for a prepared statement once it costs no more than a fresh one;
+    see postgres_sql, "Plan reuse"). The plan is made on an almost empty table and kept while
+    the table grows 10,000-fold without an ANALYZE: it must still find jobs through the
+    indexes, never by reading the whole table."""
+    b = PostgresBackend(url + "&pool_size=1")
+    lease = timedelta(seconds=60)
+    try:
+        b.enqueue_many([new_job() for _ in range(22)])
+        for _ in range(20):  # claims alone (a worker with nothing to report)
+            assert len(b.claim(["default"], 1, worker_id="w", lease=lease)) == 1
+        generic, custom = _plans(b, "WITH served AS")
+        assert generic >= 8 and custom <= 5, (generic, custom)
+        got = b.claim(["default"], 2, worker_id="w", lease=lease)
+        for _ in range(20):  # psycopg prepares on the 6th call; PostgreSQL plans 5 afresh
+            b.enqueue_many([new_job() for _ in range(2)])
+            done, got = b.record_and_claim(
+                _complete(got), ["default"], 2, worker_id="w", lease=lease
+            )
+            assert len(done) == 2 and len(got) == 2
+        generic, custom = _plans(b, "WITH done AS")
+        assert generic >= 8 and custom <= 5, (generic, custom)
+
+        b.enqueue_many([new_job() for _ in range(20_000)])  # COPY; no ANALYZE after it
+        plans: list[str] = []
+        with b._claims().connection() as conn:
+            conn.execute("LOAD 'auto_explain'")
+            conn.execute("SET auto_explain.log_min_duration = 0")
+            conn.execute("SET client_min_messages = log")  # the plan arrives as a notice
+            conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        done, got = b.record_and_claim(_complete(got), ["default"], 2, worker_id="w", lease=lease)
+        assert len(done) == 2 and [r.id for r in got] == sorted(r.id for r in got)
+        assert len(b.claim(["default"], 1, worker_id="w", lease=lease)) == 1
+        assert _plans(b, "WITH done AS")[0] == generic + 1  # the cached plans ran
+        for start in ("WITH done AS", "WITH served AS"):
+            (plan,) = [p for p in plans if f"Query Text: {start}" in p]
+            assert "Seq Scan on jobq_jobs" not in plan, plan
+            assert "Index Scan using jobq_jobs_claim on jobq_jobs" in plan, plan
+    finally:
+        b.close()

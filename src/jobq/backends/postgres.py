@@ -339,6 +339,7 @@ class PostgresBackend:
         #: first half of the (namespace, key hash) advisory locks on unique keys
         self._unique_ns = zlib.crc32(f"jobq-unique:{self.schema}".encode()) & 0x7FFFFFFF
         self._sql_cache: dict[str, sql.Composed] = {}
+        self._sized_cache: dict[tuple[str, int], sql.Composed] = {}
         #: queue lists whose last claim saw limited jobs waiting (see _note_limited)
         self._limited_seen: set[tuple[str, ...]] = set()
         self._lock = threading.Lock()
@@ -347,18 +348,10 @@ class PostgresBackend:
         self._listener: threading.Thread | None = None
         self._leader: psycopg.Connection[Any] | None = None
         self._closed = threading.Event()
-        self._pool = psycopg_pool.ConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=pool_size,
-            timeout=pool_timeout,
-            open=False,
-            name="jobq",
-            check=psycopg_pool.ConnectionPool.check_connection,
-            # autocommit: a single statement is its own transaction (one round trip); every
-            # multi-statement operation opens an explicit transaction()
-            kwargs={"autocommit": True, **self._connect_kwargs},
-        )
+        self._pool = self._new_pool("jobq", pool_size, pool_timeout)
+        #: the claims' own connections, opened on the first claim (see _claims)
+        self._claim_pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._prepared = opts.prepared_statements
         try:
             # One direct connection first: a refused or unknown server fails now, with libpq's
             # own reason, instead of after the pool's timeout.
@@ -398,12 +391,72 @@ class PostgresBackend:
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    def _new_pool(
+        self,
+        name: str,
+        size: int,
+        timeout: float,
+        configure: Callable[[psycopg.Connection[Any]], None] | None = None,
+    ) -> psycopg_pool.ConnectionPool[Any]:
+        return psycopg_pool.ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=size,
+            timeout=timeout,
+            open=False,
+            name=name,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            configure=configure,
+            # autocommit: a single statement is its own transaction (one round trip); every
+            # multi-statement operation opens an explicit transaction()
+            kwargs={"autocommit": True, **self._connect_kwargs},
+        )
+
+    def _claims(self) -> psycopg_pool.ConnectionPool[Any]:
+        """The connections the hot claim statements run on (q.CLAIM*, q.EXCHANGE*).
+
+        PostgreSQL reuses one plan per connection for them (see postgres_sql, "Plan reuse"),
+        made with the table as it was then: on a small table, reading all of it looks cheaper
+        than an index, and the plan would keep reading all of it as the table grows, until an
+        ANALYZE. These sessions plan with sequential scans off, so the claims reach rows
+        through their indexes whatever the table's size when the plan was made (each of their
+        row sources has an index; nothing else runs there). Without prepared statements
+        nothing is reused, and the claims share the main pool."""
+        pool = self._claim_pool
+        if pool is not None:
+            return pool
+        if not self._prepared:
+            return self._pool
+        with self._lock:
+            if self._claim_pool is None:
+                if self._closed.is_set():
+                    raise BackendError(f"the PostgreSQL backend for {self.url} is closed")
+                pool = self._new_pool(
+                    "jobq-claims",
+                    self._pool.max_size,
+                    self._pool.timeout,
+                    configure=_claim_session,
+                )
+                pool.open()
+                self._claim_pool = pool
+            return self._claim_pool
+
     def _q(self, template: str) -> sql.Composed:
         """A statement with ``{t}`` (jobs) and the other tables bound to this schema (cached)."""
         composed = self._sql_cache.get(template)
         if composed is None:
             composed = sql.SQL(compact_sql(template)).format(**self._tables)
             self._sql_cache[template] = composed
+        return composed
+
+    def _sized(self, template: str, limit: int) -> sql.Composed:
+        """A claim statement with its LIMIT written in (``q.CLAIM_LIMIT``), so that the plan
+        PostgreSQL caches for it is reused (see postgres_sql, "Plan reuse"). Cached per size."""
+        key = (template, limit)
+        composed = self._sized_cache.get(key)
+        if composed is None:
+            composed = self._q(template.replace(q.CLAIM_LIMIT, str(int(limit))))
+            self._sized_cache[key] = composed
         return composed
 
     @contextmanager
@@ -445,6 +498,10 @@ class PostgresBackend:
             leader, self._leader = self._leader, None
         if leader is not None:
             leader.close()
+        with self._lock:
+            claims, self._claim_pool = self._claim_pool, None
+        if claims is not None:
+            claims.close()
         self._pool.close()
 
     # -- enqueue -----------------------------------------------------------------------------
@@ -579,13 +636,19 @@ class PostgresBackend:
             params.update((name, _ENQUEUE_ARRAY[name](values)) for name, values in columns.items())
         return params
 
-    def _one_round_trip(self, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
+    def _one_round_trip(
+        self,
+        query: sql.Composed,
+        params: dict[str, Any],
+        pool: psycopg_pool.ConnectionPool[Any] | None = None,
+    ) -> list[Any]:
         """One statement, atomic on its own (autocommit): the rows it returns."""
         if self._closed.is_set():
             raise BackendError(f"the PostgreSQL backend for {self.url} is closed")
         try:
-            with self._pool.connection() as conn:
-                return conn.execute(query, params).fetchall()
+            with (pool or self._pool).connection() as conn:
+                rows: list[Any] = conn.execute(query, params).fetchall()
+                return rows
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise BackendError(
                 f"PostgreSQL at {self.url} is unreachable or dropped the connection: "
@@ -942,7 +1005,9 @@ class PostgresBackend:
             (True, False): q.EXCHANGE_FULL,
             (True, True): q.EXCHANGE_FULL_ORDERED,
         }[full, queue_order]
-        rows = self._one_round_trip(self._q(exchange), {**params, **_outcome_params(outcomes)})
+        rows = self._one_round_trip(
+            self._sized(exchange, limit), {**params, **_outcome_params(outcomes)}, self._claims()
+        )
         done = set(rows[0][-3] or ()) if rows else set()
         waiting, claimable = (bool(rows[0][-2]), bool(rows[0][-1])) if rows else (False, False)
         self._note_limited(served, waiting)
@@ -987,7 +1052,7 @@ class PostgresBackend:
             (True, False): q.CLAIM_FULL,
             (True, True): q.CLAIM_FULL_ORDERED,
         }[full, queue_order]
-        rows = self._one_round_trip(self._q(claim), params)
+        rows = self._one_round_trip(self._sized(claim, params["limit"]), params, self._claims())
         waiting, claimable = (bool(rows[0][-2]), bool(rows[0][-1])) if rows else (False, False)
         self._note_limited(served, waiting)
         if claimable:
@@ -1574,6 +1639,11 @@ def compact_sql(text: str) -> str:
         return m.group(1) or " "
 
     return _SQL_TOKENS.sub(token, text).strip()
+
+
+def _claim_session(conn: psycopg.Connection[Any]) -> None:
+    """A claim connection's settings (see PostgresBackend._claims)."""
+    conn.execute("SET enable_seqscan = off")
 
 
 def _outcome_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
