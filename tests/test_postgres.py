@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 import jobq
 from jobq.backends import Lease, Outcome, OutcomeKind
-from jobq.backends.postgres import PostgresBackend
+from jobq.backends.postgres import PostgresBackend, _check_alive
 from jobq.backends.postgres_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -853,5 +853,27 @@ def test_claim_plans_are_reused_and_stay_on_indexes_as_the_table_grows(url: str)
             (plan,) = [p for p in plans if f"Query Text: {start}" in p]
             assert "Seq Scan on jobq_jobs" not in plan, plan
             assert "Index Scan using jobq_jobs_claim on jobq_jobs" in plan, plan
+    finally:
+        b.close()
+
+
+def test_the_pool_check_refuses_a_terminated_connection(url: str) -> None:
+    """The pools' check (an empty query straight through libpq) passes a live connection,
+    raises for one the server terminated, and the pool then lends a fresh one."""
+    b = PostgresBackend(url + "&pool_size=1")
+    try:
+        with b._pool.connection() as conn:
+            _check_alive(conn)
+            pid = conn.info.backend_pid
+        with psycopg.connect(postgres_or_skip(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        with b._pool._lock:  # the pooled connection, as the next borrower would get it
+            dead = b._pool._pool[0]
+        with pytest.raises(psycopg.OperationalError, match="failed its check|connection"):
+            _check_alive(dead)
+        (job,) = b.enqueue_many([new_job()])
+        with b._pool.connection() as conn:
+            assert conn.info.backend_pid != pid
+        assert b.get(job.id) is not None
     finally:
         b.close()

@@ -66,7 +66,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 import psycopg_pool
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
@@ -405,7 +405,7 @@ class PostgresBackend:
             timeout=timeout,
             open=False,
             name=name,
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=_check_alive,
             configure=configure,
             # autocommit: a single statement is its own transaction (one round trip); every
             # multi-statement operation opens an explicit transaction()
@@ -420,8 +420,10 @@ class PostgresBackend:
         than an index, and the plan would keep reading all of it as the table grows, until an
         ANALYZE. These sessions plan with sequential scans off, so the claims reach rows
         through their indexes whatever the table's size when the plan was made (each of their
-        row sources has an index; nothing else runs there). Without prepared statements
-        nothing is reused, and the claims share the main pool."""
+        row sources has an index; nothing else runs there). One connection: a worker's
+        coordinator claims one batch at a time, and a pool of idle spares would, after the
+        server cut its sessions, cost a failed check and a back-off per dead spare. Without
+        prepared statements nothing is reused, and the claims share the main pool."""
         pool = self._claim_pool
         if pool is not None:
             return pool
@@ -433,7 +435,7 @@ class PostgresBackend:
                     raise BackendError(f"the PostgreSQL backend for {self.url} is closed")
                 pool = self._new_pool(
                     "jobq-claims",
-                    self._pool.max_size,
+                    1,
                     self._pool.timeout,
                     configure=_claim_session,
                 )
@@ -1639,6 +1641,19 @@ def compact_sql(text: str) -> str:
         return m.group(1) or " "
 
     return _SQL_TOKENS.sub(token, text).strip()
+
+
+def _check_alive(conn: psycopg.Connection[Any]) -> None:
+    """The pools' check before lending a connection: the empty query psycopg_pool's own check
+    sends, straight through libpq (half its time, without the cursor machinery; the wait
+    releases the GIL). A dead connection raises, and the pool lends another."""
+    if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        psycopg_pool.ConnectionPool.check_connection(conn)
+        return
+    result = conn.pgconn.exec_(b"")
+    if result.status != pq.ExecStatus.EMPTY_QUERY:
+        reason = (result.error_message or conn.pgconn.error_message).decode(errors="replace")
+        raise psycopg.OperationalError(f"the connection failed its check: {reason.strip()}")
 
 
 def _claim_session(conn: psycopg.Connection[Any]) -> None:
