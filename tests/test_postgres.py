@@ -869,7 +869,7 @@ def test_the_pool_check_refuses_a_terminated_connection(url: str) -> None:
             admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
         with b._pool._lock:  # the pooled connection, as the next borrower would get it
             dead = b._pool._pool[0]
-        with pytest.raises(psycopg.OperationalError, match="failed its check|connection"):
+        with pytest.raises(psycopg.OperationalError, match=r"failed its check|connection"):
             _check_alive(dead)
         (job,) = b.enqueue_many([new_job()])
         with b._pool.connection() as conn:
