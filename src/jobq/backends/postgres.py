@@ -527,8 +527,9 @@ class PostgresBackend:
                 simple = self._enqueue_copy(jobs, now)
             else:
                 if len(jobs) == 1:
+                    one = q.ENQUEUE_ONE if jobs[0].unique_key is not None else q.ENQUEUE_ONE_PLAIN
                     rows = self._one_round_trip(
-                        self._q(q.ENQUEUE_ONE), self._enqueue_params(jobs, now, one=True)
+                        self._q(one), self._enqueue_params(jobs, now, one=True)
                     )
                 else:
                     rows = self._one_round_trip(self._q(q.ENQUEUE), self._enqueue_params(jobs, now))

