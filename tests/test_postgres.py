@@ -877,3 +877,41 @@ def test_the_pool_check_refuses_a_terminated_connection(url: str) -> None:
         assert b.get(job.id) is not None
     finally:
         b.close()
+
+
+def test_only_claims_without_outcomes_skip_the_flush_wait(url: str) -> None:
+    """A claim that records no outcomes commits with synchronous_commit off for its own
+    transaction (postgres_sql, _NO_FLUSH_WAIT); enqueues, outcomes and exchanges keep the
+    server's durable commit, and the setting does not outlive the claim's transaction."""
+    from jobq.backends import postgres_sql as q
+
+    no_wait = "set_config('synchronous_commit', 'off', true)"
+    for name in ("CLAIM", "CLAIM_ORDERED", "CLAIM_FULL", "CLAIM_FULL_ORDERED"):
+        assert no_wait in getattr(q, name), name
+    for name in (
+        "EXCHANGE",
+        "EXCHANGE_ORDERED",
+        "EXCHANGE_FULL",
+        "EXCHANGE_FULL_ORDERED",
+        "OUTCOMES",
+        "ENQUEUE",
+        "ENQUEUE_ONE",
+        "ENQUEUE_ONE_PLAIN",
+        "CLAIM_LIMITED",
+        "HEARTBEAT",
+    ):
+        assert "synchronous_commit" not in getattr(q, name), name
+    b = PostgresBackend(url + "&pool_size=1")
+    lease = timedelta(seconds=60)
+    try:
+        b.enqueue_many([new_job() for _ in range(3)])
+        (got,) = b.claim(["default"], 1, worker_id="w", lease=lease)
+        with b._claims().connection() as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        done, more = b.record_and_claim(
+            _complete([got]), ["default"], 2, worker_id="w", lease=lease
+        )
+        assert done == {got.id} and len(more) == 2
+        assert b.get(got.id).state is jobq.JobState.COMPLETED
+    finally:
+        b.close()

@@ -422,6 +422,16 @@ RETURNING {returning}
 OUTCOMES = _outcomes("", "j.id, j.state, j.has_dependents")
 
 
+# A claim that records no outcomes commits without waiting for its WAL to reach the disk
+# (synchronous_commit off for its own transaction only; about 0.15 ms of the time from enqueue
+# to start). What a crash of the server can then cost: a claim made in the last moments before
+# it (the WAL writer flushes within three wal_writer_delay, 0.6 s by default, and any later
+# durable commit flushes it too) is forgotten, so the job is available again and runs again
+# (at-least-once), that run not counted as an attempt; the worker's outcome for the forgotten
+# claim no longer matches its lease and changes nothing. Enqueues and outcomes stay durable.
+_NO_FLUSH_WAIT = "no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true))"
+
+
 def _claim(first: str, full: bool) -> str:
     return (
         "WITH "
@@ -431,9 +441,11 @@ def _claim(first: str, full: bool) -> str:
                 _lim(full),
                 _candidates(first, "NOT (SELECT claimable FROM lim)", CLAIM_LIMIT),
                 _CLAIM_UPDATE,
+                _NO_FLUSH_WAIT,
             ]
         )
-        + "\nSELECT claimed.*, lim.waiting, lim.claimable FROM lim LEFT JOIN claimed ON true"
+        + "\nSELECT claimed.*, lim.waiting, lim.claimable FROM lim CROSS JOIN no_flush_wait"
+        " LEFT JOIN claimed ON true"
     )
 
 
