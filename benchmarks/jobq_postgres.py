@@ -1,8 +1,10 @@
 """jobq on PostgreSQL: ``jobq.App("postgresql://...")``, the same API as on SQLite.
 
 The schema is created when the store is first opened (by the producer, before any worker).
-Durability: the server default, ``synchronous_commit=on`` (jobq never changes it); checked on
-the benchmark database, with its tables, before every workload.
+Durability: the server default, ``synchronous_commit=on``, checked on the benchmark database,
+with its tables, before every workload. jobq waits for it on every enqueue and every outcome;
+only a claim that records no outcomes commits without waiting for the WAL flush (a claim lost
+in a crash of the server makes the job run again, which at-least-once allows).
 
 Worker: ``python -m benchmarks.jobq_postgres worker --db URL`` runs
 ``app.run_worker(queues=["default"], threads=8)``; SIGTERM stops it gracefully.
@@ -36,7 +38,8 @@ SYSTEM = System(
     durability="sync_commit=on",
     durability_note=(
         "jobq.App('postgresql://...'): server default synchronous_commit=on, logged tables "
-        "(checked on the database)"
+        "(checked on the database); enqueues and outcomes wait for it, claims that record no "
+        "outcomes do not"
     ),
     bulk_api="Task.enqueue_many (one transaction)",
     backlog_api=jobq_common.BACKLOG_API,
