@@ -218,7 +218,7 @@ def _row_to_record(row: Sequence[Any]) -> JobRecord:
         lease_token=lease_token,
         leased_until=_utc(leased_until),
         result_json=result,
-        errors=attempt_errors.from_items(errors),
+        errors=attempt_errors.from_text(errors),
         created_at=created_at.astimezone(UTC),
         started_at=_utc(started_at),
         finished_at=_utc(finished_at),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from jobq.states import ACTIVE_STATES, TERMINAL_STATES, Action, sources, state_list_sql
 
+#: A record's columns. ``errors`` comes as its JSON text: the backend decodes it, with the
+#: common empty list without a parse (psycopg's jsonb loader parsed every claimed row's).
 COLUMNS = (
     "id, queue, task, args, kwargs, priority, deadline, run_at, attempt, max_attempts, timeout, "
-    "unique_key, tags, state, worker_id, lease_token, leased_until, result, errors, created_at, "
+    "unique_key, tags, state, worker_id, lease_token, leased_until, result, "
+    "errors::text AS errors, created_at, "
     "started_at, finished_at, concurrency_key, rate_key, depends_on, allow_failed, progress, "
     "progress_message, secret, lost"
 )
