@@ -180,6 +180,24 @@ def test_missed_targets_name_what_bounds_them_from_the_same_runs_ceilings() -> N
     assert all(t["bound"] is None for t in summary.check_targets(reports, 100_000))
 
 
+def test_the_latency_bound_counts_the_commits_each_store_waits_for() -> None:
+    """SQLite's claim commits durably; PostgreSQL's claim without outcomes does not wait for
+    its flush, so its bound names only the enqueue's commit."""
+    from benchmarks import summary
+
+    ceilings = {"commit_ms_p50": 0.2, "round_trip_ms_p50": 0.05}
+    latency = {"latency": {"p50_ms": 3.0, "p99_ms": 4.0}}
+    reports = {
+        suite: {"ceilings": ceilings, "systems": {"jobq": latency}}
+        for suite in ("sqlite", "postgres")
+    }
+    targets = {t["target"]: t for t in summary.check_targets(reports, 100_000)}
+    sqlite = targets["latency sqlite: jobq p50"]["bound"]
+    postgres = targets["latency postgres: jobq p50"]["bound"]
+    assert "two durable commits" in sqlite and "0.40 ms" in sqlite
+    assert "the enqueue's durable commit: 0.20 ms" in postgres and "0.05 ms" in postgres
+
+
 def test_the_ceilings_exchange_batch_is_a_default_workers_most() -> None:
     from benchmarks import ceilings
     from benchmarks.common import WORKER_THREADS
