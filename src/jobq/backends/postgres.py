@@ -612,31 +612,15 @@ class PostgresBackend:
     ) -> dict[str, Any]:
         """The ENQUEUE statement's parameters: an array literal per column, or with ``one``
         the ENQUEUE_ONE statement's scalars."""
-        columns: dict[str, list[Any]] = {
-            "queue": [j.queue for j in jobs],
-            "task": [j.task for j in jobs],
-            "args": [j.args_json for j in jobs],
-            "kwargs": [j.kwargs_json for j in jobs],
-            "priority": [j.priority for j in jobs],
-            "deadline": [j.deadline for j in jobs],
-            "run_at": [j.run_at for j in jobs],
-            "delay": [j.delay for j in jobs],
-            "max_attempts": [j.max_attempts for j in jobs],
-            "timeout": [j.timeout for j in jobs],
-            "unique_key": [j.unique_key for j in jobs],
-            "tags": [_text_array(j.tags) for j in jobs],
-            "ckey": [j.concurrency_key for j in jobs],
-            "climit": [j.concurrency_limit for j in jobs],
-            "rkey": [j.rate_key for j in jobs],
-            "rlimit": [j.rate_limit for j in jobs],
-            "rperiod": [j.rate_period for j in jobs],
-            "secret": [_text_array(j.secret) for j in jobs],
-        }
         params: dict[str, Any] = {"now": now, "seq": self._seq, "channel": self.channel}
         if one:
-            params.update((name, values[0]) for name, values in columns.items())
+            params.update(zip(_ENQUEUE_ARRAY, _enqueue_row(jobs[0]), strict=True))
         else:
-            params.update((name, _ENQUEUE_ARRAY[name](values)) for name, values in columns.items())
+            columns = zip(*map(_enqueue_row, jobs), strict=True)
+            params.update(
+                (name, encode(list(values)))
+                for (name, encode), values in zip(_ENQUEUE_ARRAY.items(), columns, strict=True)
+            )
         return params
 
     def _one_round_trip(
@@ -1607,7 +1591,33 @@ class PostgresBackend:
 COPY_MIN = 500
 _ZERO = timedelta(0)
 
-#: How each column of the ENQUEUE statement is sent (see ``pg_arrays``).
+
+def _enqueue_row(j: NewJob) -> tuple[Any, ...]:
+    """A job's values for the ENQUEUE statements, in ``_ENQUEUE_ARRAY``'s order."""
+    return (
+        j.queue,
+        j.task,
+        j.args_json,
+        j.kwargs_json,
+        j.priority,
+        j.deadline,
+        j.run_at,
+        j.delay,
+        j.max_attempts,
+        j.timeout,
+        j.unique_key,
+        _text_array(j.tags),
+        j.concurrency_key,
+        j.concurrency_limit,
+        j.rate_key,
+        j.rate_limit,
+        j.rate_period,
+        _text_array(j.secret),
+    )
+
+
+#: How each column of the ENQUEUE statement is sent (see ``pg_arrays``), in the order of
+#: ``_enqueue_row``.
 _ENQUEUE_ARRAY: dict[str, Callable[[list[Any]], str]] = {
     "queue": arrays.texts,
     "task": arrays.texts,
