@@ -183,7 +183,18 @@ def test_one_leader_and_takeover_when_it_dies(url: str) -> None:
 # -- lost connections --------------------------------------------------------------------------
 
 
-def test_worker_survives_terminated_connections(app: jobq.App, url: str) -> None:
+def test_worker_survives_terminated_connections(url: str) -> None:
+    # its own application_name: only this app's sessions are cut, not those of another test
+    # run sharing the database
+    tag = f"jobq_cut_{schema_of(url)}"
+    app = jobq.App(f"{url}&application_name={tag}")
+    try:
+        _survives_terminated_connections(app, url, tag)
+    finally:
+        app.close()
+
+
+def _survives_terminated_connections(app: jobq.App, url: str, tag: str) -> None:
     done: list[int] = []
 
     @app.task
@@ -198,10 +209,12 @@ def test_worker_survives_terminated_connections(app: jobq.App, url: str) -> None
     schema = schema_of(url)
     with psycopg.connect(postgres_or_skip(), autocommit=True) as admin:
         for _ in range(3):
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
-            )
+            cut = admin.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND application_name = %s",
+                (tag,),
+            ).fetchone()
+            assert cut is not None and cut[0] >= 1, "no session of the app was cut"
             work.enqueue_many([(i,) for i in range(100)])
     wait_for(
         lambda: app.stats().get("default", {}).get(jobq.JobState.COMPLETED, 0) == 400,
