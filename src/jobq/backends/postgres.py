@@ -413,7 +413,8 @@ class PostgresBackend:
         )
 
     def _claims(self) -> psycopg_pool.ConnectionPool[Any]:
-        """The connections the hot claim statements run on (q.CLAIM*, q.EXCHANGE*).
+        """The pool (of one connection) the hot claim statements run on (q.CLAIM*,
+        q.EXCHANGE*).
 
         PostgreSQL reuses one plan per connection for them (see postgres_sql, "Plan reuse"),
         made with the table as it was then: on a small table, reading all of it looks cheaper

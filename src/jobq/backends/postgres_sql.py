@@ -73,8 +73,30 @@ _ENQUEUE_ONE_ROW = """n AS (
            %(timeout)s::interval AS timeout, %(unique_key)s::text AS unique_key,
            %(tags)s::text AS tags, %(ckey)s::text AS ckey, %(climit)s::int AS climit,
            %(rkey)s::text AS rkey, %(rlimit)s::int AS rlimit, %(rperiod)s::interval AS rperiod,
-           %(secret)s::text AS secret, 1::bigint AS ord
+           %(secret)s::text AS secret
 )"""
+
+
+def _insert_new(id_expr: str) -> str:
+    """The INSERT of the enqueue statements: rows ``n`` (see _ENQUEUE_ROWS) as new jobs, each
+    with the id ``id_expr``."""
+    return f"""INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority,
+                           deadline, run_at, max_attempts, timeout, unique_key, tags, state,
+                           created_at, concurrency_key, concurrency_limit, rate_key,
+                           rate_limit, rate_period, limit_group, secret)
+    SELECT {id_expr}, n.queue, n.task, n.args, n.kwargs, n.priority, n.priority, n.deadline,
+           coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')),
+           n.max_attempts, n.timeout, n.unique_key, n.tags::text[],
+           CASE WHEN coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')) > {NOW}
+                THEN 'scheduled' ELSE 'available' END,
+           {NOW}, n.ckey, n.climit, n.rkey, n.rlimit, n.rperiod,
+           {limit_group("n.ckey", "n.rkey")}, n.secret::text[]"""
+
+
+#: A job whose unique key an active job holds is skipped (the backend returns the holder).
+_ON_CONFLICT = """
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING"""
 
 ENQUEUE = f"""
 WITH {_ENQUEUE_ROWS}, bounded AS (
@@ -86,22 +108,10 @@ WITH {_ENQUEUE_ROWS}, bounded AS (
     -- ids in list order, so that FIFO among equal jobs follows the order they were given in
     SELECT ord, nextval(%(seq)s::regclass) AS id FROM n
 ), ins AS (
-    INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority, deadline,
-                           run_at, max_attempts, timeout, unique_key, tags, state, created_at,
-                           concurrency_key, concurrency_limit, rate_key, rate_limit,
-                           rate_period, limit_group, secret)
-    SELECT ids.id, n.queue, n.task, n.args, n.kwargs, n.priority, n.priority, n.deadline,
-           coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')),
-           n.max_attempts, n.timeout, n.unique_key, n.tags::text[],
-           CASE WHEN coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')) > {NOW}
-                THEN 'scheduled' ELSE 'available' END,
-           {NOW}, n.ckey, n.climit, n.rkey, n.rlimit, n.rperiod,
-           {limit_group("n.ckey", "n.rkey")}, n.secret::text[]
+    {_insert_new("ids.id")}
     FROM n JOIN ids USING (ord)
     WHERE NOT EXISTS (SELECT 1 FROM bounded)
-    ORDER BY ids.id
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
-        AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING
+    ORDER BY ids.id{_ON_CONFLICT}
     RETURNING j.id, j.queue, j.state, j.run_at, j.created_at
 ), woken AS (
     -- one notification per queue that got available jobs, delivered on commit
@@ -120,31 +130,14 @@ def _enqueue_one(unique: bool) -> str:
     arrays, with the same result row; leaner than the general statement (no id list to keep
     in order, and no ON CONFLICT arbiter for a job without a unique key): about 40 µs less
     per call on the server. A job skipped for its unique key returns NULLs."""
-    conflict = (
-        """
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
-        AND state IN ('scheduled', 'blocked', 'available', 'running') DO NOTHING"""
-        if unique
-        else ""
-    )
     return f"""
 WITH {_ENQUEUE_ONE_ROW}, bounded AS (
     -- as in ENQUEUE: a queue with a max_depth takes the general path
     SELECT 1 FROM {{qs}} s WHERE s.max_depth IS NOT NULL AND s.queue = %(queue)s LIMIT 1
 ), ins AS (
-    INSERT INTO {{t}} AS j (id, queue, task, args, kwargs, priority, eff_priority, deadline,
-                           run_at, max_attempts, timeout, unique_key, tags, state, created_at,
-                           concurrency_key, concurrency_limit, rate_key, rate_limit,
-                           rate_period, limit_group, secret)
-    SELECT nextval(%(seq)s::regclass), n.queue, n.task, n.args, n.kwargs, n.priority,
-           n.priority, n.deadline, coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')),
-           n.max_attempts, n.timeout, n.unique_key, n.tags::text[],
-           CASE WHEN coalesce(n.run_at, {NOW} + coalesce(n.delay, interval '0')) > {NOW}
-                THEN 'scheduled' ELSE 'available' END,
-           {NOW}, n.ckey, n.climit, n.rkey, n.rlimit, n.rperiod,
-           {limit_group("n.ckey", "n.rkey")}, n.secret::text[]
+    {_insert_new("nextval(%(seq)s::regclass)")}
     FROM n
-    WHERE NOT EXISTS (SELECT 1 FROM bounded){conflict}
+    WHERE NOT EXISTS (SELECT 1 FROM bounded){_ON_CONFLICT if unique else ""}
     RETURNING j.id, j.queue, j.state, j.run_at, j.created_at
 ), woken AS (
     SELECT count(pg_notify(%(channel)s, queue)) AS n FROM ins WHERE state = 'available'
