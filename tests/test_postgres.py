@@ -4,6 +4,7 @@ maintenance leader, surviving lost connections, schemas and migrations."""
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from psycopg.rows import dict_row
 
 import jobq
 from jobq.backends import Lease, Outcome, OutcomeKind
-from jobq.backends.postgres import PostgresBackend, _check_alive
+from jobq.backends.postgres import PostgresBackend, _check_alive, _readable
 from jobq.backends.postgres_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -209,8 +210,11 @@ def _survives_terminated_connections(app: jobq.App, url: str, tag: str) -> None:
     schema = schema_of(url)
     with psycopg.connect(postgres_or_skip(), autocommit=True) as admin:
         for _ in range(3):
+            # waits for each session to end: a connection the server ended while it was idle
+            # is replaced before it is lent (one ended while in use fails that use)
             cut = admin.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) "
+                "FROM pg_stat_activity "
                 "WHERE pid <> pg_backend_pid() AND application_name = %s",
                 (tag,),
             ).fetchone()
@@ -870,9 +874,43 @@ def test_claim_plans_are_reused_and_stay_on_indexes_as_the_table_grows(url: str)
         b.close()
 
 
+def _sent_by(conn: psycopg.Connection[Any], action: Callable[[], None]) -> str:
+    """What ``action`` made libpq exchange with the server on ``conn`` (its protocol trace)."""
+    with tempfile.TemporaryFile() as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            action()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return trace.read().decode()
+
+
+def test_the_pool_check_lends_an_idle_connection_without_a_round_trip(url: str) -> None:
+    """An idle connection with nothing to read passes the check without a word to the server;
+    one with something to read that is still alive (here, a notification) gets the empty
+    query, passes, and is lent."""
+    b = PostgresBackend(url + "&pool_size=1")
+    try:
+        with b._pool.connection() as conn:
+            pass
+        assert _sent_by(conn, lambda: _check_alive(conn)) == ""
+        conn.execute("LISTEN jobq_check_probe")
+        with psycopg.connect(postgres_or_skip(), autocommit=True) as other:
+            other.execute("NOTIFY jobq_check_probe")
+        wait_for(lambda: _readable(conn.pgconn.socket), "the notification to arrive")
+        assert "Query" in _sent_by(conn, lambda: _check_alive(conn))
+        assert not _readable(conn.pgconn.socket)
+        conn.execute("UNLISTEN *")
+        with b._pool.connection() as again:
+            assert again is conn
+    finally:
+        b.close()
+
+
 def test_the_pool_check_refuses_a_terminated_connection(url: str) -> None:
-    """The pools' check (an empty query straight through libpq) passes a live connection,
-    raises for one the server terminated, and the pool then lends a fresh one."""
+    """The pools' check passes a live connection, raises for one the server terminated (its
+    socket has the server's last words to read), and the pool then lends a fresh one."""
     b = PostgresBackend(url + "&pool_size=1")
     try:
         with b._pool.connection() as conn:
@@ -882,6 +920,7 @@ def test_the_pool_check_refuses_a_terminated_connection(url: str) -> None:
             admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
         with b._pool._lock:  # the pooled connection, as the next borrower would get it
             dead = b._pool._pool[0]
+        assert _readable(dead.pgconn.socket)
         with pytest.raises(psycopg.OperationalError, match=r"failed its check|connection"):
             _check_alive(dead)
         (job,) = b.enqueue_many([new_job()])

@@ -55,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import select
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -1656,16 +1657,35 @@ def compact_sql(text: str) -> str:
 
 
 def _check_alive(conn: psycopg.Connection[Any]) -> None:
-    """The pools' check before lending a connection: the empty query psycopg_pool's own check
-    sends, straight through libpq (half its time, without the cursor machinery; the wait
-    releases the GIL). A dead connection raises, and the pool lends another."""
+    """The pools' check before lending a connection, without a round trip when it can.
+
+    A session the server ended while it sat in the pool (terminated, restarted, timed out, the
+    server killed) has its socket readable: the server's last words, or the end of the stream.
+    An idle, healthy session has nothing to read (nothing arrives unasked on a pooled
+    connection: none of them LISTENs). So a connection with nothing to read is lent at once,
+    and only one with something to read gets the full check, the empty query psycopg_pool's own
+    check sends, straight through libpq: a dead connection raises and the pool lends another.
+    A server that vanished without closing its end shows nothing to read; the empty query
+    would not have caught it either (it would wait for an answer just as the statement does)."""
     if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
         psycopg_pool.ConnectionPool.check_connection(conn)
         return
-    result = conn.pgconn.exec_(b"")
+    pgconn = conn.pgconn
+    if pgconn.status == pq.ConnStatus.OK and not _readable(pgconn.socket):
+        return
+    result = pgconn.exec_(b"")
     if result.status != pq.ExecStatus.EMPTY_QUERY:
-        reason = (result.error_message or conn.pgconn.error_message).decode(errors="replace")
+        reason = (result.error_message or pgconn.error_message).decode(errors="replace")
         raise psycopg.OperationalError(f"the connection failed its check: {reason.strip()}")
+
+
+def _readable(fd: int) -> bool:
+    """Whether socket ``fd`` has something to read (or its peer closed it), without waiting."""
+    if not hasattr(select, "poll"):  # Windows: select() takes sockets there
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _claim_session(conn: psycopg.Connection[Any]) -> None:
