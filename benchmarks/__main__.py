@@ -197,6 +197,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for key, value in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if not args.rate > 0:  # also NaN
+        p.error(f"--rate must be a positive number of enqueues per second, not {args.rate:g}")
     if args.backlog_small < 2:
         p.error("--backlog-small must be at least 2")
     if args.backlog < args.backlog_small:
@@ -520,10 +522,10 @@ def measure_ceilings(suite: str, args: argparse.Namespace, tmp_dir: Path) -> dic
             from benchmarks import pg
 
             with pg.fresh_database(args.pg_url, "ceilings") as store:
-                figures = ceilings.run(suite, store.locator, quick)
+                figures = ceilings.run(suite, store.locator, quick, args.rate)
         else:
             with tempfile.TemporaryDirectory(prefix="bench-ceilings-", dir=tmp_dir) as workdir:
-                figures = ceilings.run(suite, str(Path(workdir) / "ceilings.db"), quick)
+                figures = ceilings.run(suite, str(Path(workdir) / "ceilings.db"), quick, args.rate)
     except Exception as exc:
         why = f"{type(exc).__name__}: {exc}"
         print(f"ceilings not measured: {why}")

@@ -21,6 +21,11 @@ Prints one JSON object. Every figure is one thread, no job run and no worker aro
 - ``store_jobs_per_s``: jobq's backend storing prebuilt jobs (``enqueue_many`` in one call;
   ``COPY`` on PostgreSQL).
 - ``round_trip_ms_p50`` (PostgreSQL): one ``SELECT 1``.
+- ``paced_commit_ms_p50`` / ``paced_commit_ms_p99``: the same one-row durable commit, one at a
+  time at the latency workload's pace (``pace_per_s``, 200/s by default), with the connection
+  and the store idle in between, as the latency workload's enqueues are: that costs more than
+  back to back (the process and the server wake up for each). ``paced_round_trip_ms_p50``
+  (PostgreSQL): one ``SELECT 1`` at that pace.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from os.path import exists
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import ROOT, WORKER_THREADS, subprocess_env
+
+#: the latency workload's default pace (``python -m benchmarks --rate``)
+DEFAULT_PACE = 200.0
 
 if TYPE_CHECKING:
     from jobq.backends.base import NewJob
@@ -58,8 +66,20 @@ WAL_WARMUP = 2_500
 
 def sizes(quick: bool) -> dict[str, int]:
     if quick:
-        return {"commits": 200, "store_jobs": 6_400, "exchange_jobs": 2_400, "bulk": 5_000}
-    return {"commits": 2_000, "store_jobs": 64_000, "exchange_jobs": 24_000, "bulk": 100_000}
+        return {
+            "commits": 200,
+            "paced": 40,
+            "store_jobs": 6_400,
+            "exchange_jobs": 2_400,
+            "bulk": 5_000,
+        }
+    return {
+        "commits": 2_000,
+        "paced": 400,
+        "store_jobs": 64_000,
+        "exchange_jobs": 24_000,
+        "bulk": 100_000,
+    }
 
 
 def rate(count: int, seconds: float) -> float:
@@ -68,6 +88,33 @@ def rate(count: int, seconds: float) -> float:
 
 def median_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+def p99_ms(samples: Sequence[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+
+
+def paced(op: Callable[[], object], pace: float, count: int) -> list[float]:
+    """How long each of ``count`` calls of ``op`` took, started ``pace`` times a second (the
+    process sleeping in between, as the latency workload's producer does)."""
+    times = []
+    start = time.monotonic()
+    for i in range(count):
+        while (wait := start + i / pace - time.monotonic()) > 0:
+            time.sleep(wait)
+        started = time.perf_counter()
+        op()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def _paced_figures(commits: list[float], pace: float) -> dict[str, float]:
+    return {
+        "pace_per_s": pace,
+        "paced_commit_ms_p50": median_ms(commits),
+        "paced_commit_ms_p99": p99_ms(commits),
+    }
 
 
 def build_jobs(n: int) -> tuple[list[NewJob], float]:
@@ -138,7 +185,7 @@ def _sqlite_connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def sqlite_store(path: str, n: dict[str, int]) -> dict[str, float]:
+def sqlite_store(path: str, n: dict[str, int], pace: float) -> dict[str, float]:
     """The store alone: durable commits and batched claim + complete (WAL, synchronous=FULL)."""
     conn = _sqlite_connect(path)
     try:
@@ -150,6 +197,9 @@ def sqlite_store(path: str, n: dict[str, int]) -> dict[str, float]:
             started = time.perf_counter()
             conn.execute("INSERT INTO commits (data) VALUES ('{}')")
             times.append(time.perf_counter() - started)
+        commits_paced = paced(
+            lambda: conn.execute("INSERT INTO commits (data) VALUES ('{}')"), pace, n["paced"]
+        )
         conn.execute(
             "CREATE TABLE q (id INTEGER PRIMARY KEY, state INTEGER NOT NULL, data TEXT NOT NULL)"
         )
@@ -178,13 +228,14 @@ def sqlite_store(path: str, n: dict[str, int]) -> dict[str, float]:
         "durable_commit_per_s": rate(len(times), sum(times)),
         "commit_ms_p50": median_ms(times),
         "store_claim_complete_per_s": store,
+        **_paced_figures(commits_paced, pace),
     }
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 
-def postgres_store(url: str, n: dict[str, int]) -> dict[str, float]:
+def postgres_store(url: str, n: dict[str, int], pace: float) -> dict[str, float]:
     """The server alone: round trips, durable commits, batched claim + complete."""
     import psycopg  # the SQLite run needs no PostgreSQL driver
 
@@ -200,6 +251,12 @@ def postgres_store(url: str, n: dict[str, int]) -> dict[str, float]:
             started = time.perf_counter()
             conn.execute("INSERT INTO ceiling_commits (data) VALUES ('{}')", prepare=True)
             times.append(time.perf_counter() - started)
+        trips_paced = paced(lambda: conn.execute("SELECT 1", prepare=True), pace, n["paced"])
+        commits_paced = paced(
+            lambda: conn.execute("INSERT INTO ceiling_commits (data) VALUES ('{}')", prepare=True),
+            pace,
+            n["paced"],
+        )
         conn.execute(
             "CREATE TABLE ceiling_q (id bigserial PRIMARY KEY, state int NOT NULL, data text)"
         )
@@ -225,6 +282,8 @@ def postgres_store(url: str, n: dict[str, int]) -> dict[str, float]:
         "durable_commit_per_s": rate(len(times), sum(times)),
         "commit_ms_p50": median_ms(times),
         "store_claim_complete_per_s": store,
+        "paced_round_trip_ms_p50": median_ms(trips_paced),
+        **_paced_figures(commits_paced, pace),
     }
 
 
@@ -232,9 +291,12 @@ def _with_schema(url: str, schema: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}schema={schema}"
 
 
-def measure(store: str, locator: str, quick: bool) -> dict[str, float]:
+def measure(store: str, locator: str, quick: bool, pace: float = DEFAULT_PACE) -> dict[str, float]:
     """Every ceiling of ``store``: ``locator`` is a SQLite path that does not exist yet (files
-    beside it are made too), or the URL of an empty PostgreSQL database."""
+    beside it are made too), or the URL of an empty PostgreSQL database. ``pace``: the
+    latency workload's enqueues per second."""
+    if not pace > 0:
+        raise ValueError(f"pace must be a positive number of commits per second, not {pace!r}")
     n = sizes(quick)
     if store == "sqlite":
         taken = [p for p in (f"{locator}.{s}" for s in ("raw", "bulk", "exchange")) if exists(p)]
@@ -243,10 +305,10 @@ def measure(store: str, locator: str, quick: bool) -> dict[str, float]:
                 f"{taken[0]} exists: give benchmarks.ceilings a path nothing is at yet (it makes "
                 f"{locator}.raw, .bulk and .exchange)"
             )
-        figures = sqlite_store(f"{locator}.raw", n)
+        figures = sqlite_store(f"{locator}.raw", n, pace)
         urls = (f"sqlite:///{locator}.bulk", f"sqlite:///{locator}.exchange")
     else:
-        figures = postgres_store(locator, n)
+        figures = postgres_store(locator, n, pace)
         urls = (_with_schema(locator, "ceiling_bulk"), _with_schema(locator, "ceiling_exchange"))
     figures.update(jobq_ceilings(*urls, n))
     return figures
@@ -255,10 +317,18 @@ def measure(store: str, locator: str, quick: bool) -> dict[str, float]:
 STORES = ("sqlite", "postgres")
 
 
-def run(store: str, locator: str, quick: bool) -> dict[str, float]:
+def run(store: str, locator: str, quick: bool, pace: float = DEFAULT_PACE) -> dict[str, float]:
     """:func:`measure` in a subprocess of this interpreter (the runner imports no system)."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ceilings", store, locator, *(["--quick"] * quick)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.ceilings",
+            store,
+            locator,
+            f"--pace={pace:g}",
+            *(["--quick"] * quick),
+        ],
         cwd=ROOT,
         env=subprocess_env(),
         capture_output=True,
@@ -291,6 +361,17 @@ def describe(figures: dict[str, float]) -> list[str]:
         f"  bulk: building jobs in Python {figures['build_jobs_per_s']:,.0f}/s, the backend "
         f"storing them prebuilt {figures['store_jobs_per_s']:,.0f}/s",
     ]
+    if "paced_commit_ms_p50" in figures:
+        lines.append(
+            f"  at the latency workload's pace ({figures['pace_per_s']:g}/s, idle in between): "
+            f"the durable commit p50 {figures['paced_commit_ms_p50']:.2f} ms, p99 "
+            f"{figures['paced_commit_ms_p99']:.2f} ms"
+            + (
+                f"; round trip p50 {figures['paced_round_trip_ms_p50']:.2f} ms"
+                if "paced_round_trip_ms_p50" in figures
+                else ""
+            )
+        )
     return lines
 
 
@@ -299,8 +380,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("store", choices=sorted(STORES))
     parser.add_argument("locator", help="a new SQLite file's path, or an empty database's URL")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=DEFAULT_PACE,
+        help="the latency workload's enqueues per second, for the paced commits (default 200)",
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.store, args.locator, args.quick)))
+    print(json.dumps(measure(args.store, args.locator, args.quick, args.pace)))
     return 0
 
 

@@ -83,9 +83,14 @@ def test_runner_jobq_only(tmp_path: Path) -> None:
         "exchange_64_per_s",
         "build_jobs_per_s",
         "store_jobs_per_s",
+        "pace_per_s",
+        "paced_commit_ms_p50",
+        "paced_commit_ms_p99",
     }
     assert all(value > 0 for value in ceilings.values()), ceilings
+    assert ceilings["pace_per_s"] == 200
     assert "what the store allows here" in done.stdout
+    assert "at the latency workload's pace (200/s" in done.stdout
 
 
 def test_ceilings_measure_postgres_in_the_database_they_are_given(tmp_path: Path) -> None:
@@ -105,6 +110,7 @@ def test_ceilings_measure_postgres_in_the_database_they_are_given(tmp_path: Path
         figures = ceilings.run("postgres", store.locator, quick=True)
         assert figures["round_trip_ms_p50"] > 0
         assert figures["exchange_per_s"] > 0 and figures["store_jobs_per_s"] > 0
+        assert figures["paced_round_trip_ms_p50"] > 0 and figures["paced_commit_ms_p99"] > 0
         with psycopg.connect(store.locator) as conn:
             left = conn.execute(
                 "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ceiling_%'"
@@ -194,8 +200,61 @@ def test_the_latency_bound_counts_the_commits_each_store_waits_for() -> None:
     targets = {t["target"]: t for t in summary.check_targets(reports, 100_000)}
     sqlite = targets["latency sqlite: jobq p50"]["bound"]
     postgres = targets["latency postgres: jobq p50"]["bound"]
-    assert "two durable commits" in sqlite and "0.40 ms" in sqlite
+    assert "two durable commits" in sqlite and "0.40 ms back to back" in sqlite
     assert "the enqueue's durable commit: 0.20 ms" in postgres and "0.05 ms" in postgres
+    # measured at the latency workload's pace (idle in between), those are the figures named
+    paced = {"pace_per_s": 200.0, "paced_commit_ms_p50": 0.35, "paced_commit_ms_p99": 0.6}
+    for suite in reports:
+        reports[suite]["ceilings"] = {**ceilings, **paced, "paced_round_trip_ms_p50": 0.07}
+    targets = {t["target"]: t for t in summary.check_targets(reports, 100_000)}
+    sqlite = targets["latency sqlite: jobq p50"]["bound"]
+    postgres = targets["latency postgres: jobq p50"]["bound"]
+    assert "0.70 ms at 200/s" in sqlite
+    assert "commit: 0.35 ms at 200/s" in postgres and "round trips of 0.07 ms" in postgres
+
+
+def test_a_missed_latency_against_a_peer_names_the_floor_of_jobqs_own_store() -> None:
+    """The Redis suite's peers meet jobq on PostgreSQL: a missed "best peer's latency / jobq's"
+    there names the peer, its durability, and the PostgreSQL ceilings (the durable commit at
+    the workload's pace, and the claim's round trip); p99 against the commit's p99."""
+    from benchmarks import summary
+
+    def latency(p50: float, p99: float) -> dict[str, Any]:
+        return {"latency": {"p50_ms": p50, "p99_ms": p99}}
+
+    reports: dict[str, Any] = {
+        "postgres": {
+            "ceilings": {
+                "commit_ms_p50": 0.15,
+                "round_trip_ms_p50": 0.03,
+                "pace_per_s": 200.0,
+                "paced_commit_ms_p50": 0.37,
+                "paced_commit_ms_p99": 0.52,
+                "paced_round_trip_ms_p50": 0.06,
+            },
+            "systems": {"jobq": {"store": "postgres", **latency(0.9, 2.0)}},
+        },
+        "redis": {
+            "systems": {
+                "jobq": {"store": "postgres", **latency(0.9, 2.0)},
+                "huey-redis": {"durability": "nothing on disk", **latency(0.3, 0.8)},
+                "rq": {"durability": "nothing on disk", **latency(1.2, 2.5)},
+            }
+        },
+    }
+    targets = {t["target"]: t for t in summary.check_targets(reports, 100_000)}
+    p50 = targets["latency redis: best peer's p50 / jobq's"]
+    p99 = targets["latency redis: best peer's p99 / jobq's"]
+    assert p50["met"] is False and p99["met"] is False
+    assert p50["bound"] == (
+        "huey-redis (nothing on disk): p50 0.30 ms in all; jobq's path holds a durable "
+        "one-row commit alone, at 200/s: 0.37 ms, plus the claim's round trip 0.06 ms: 0.43 ms"
+    )
+    assert "p99 0.80 ms in all" in p99["bound"] and "at 200/s: 0.52 ms" in p99["bound"]
+    # without the PostgreSQL suite's ceilings (a Redis-only run) there is no bound to name
+    del reports["postgres"]
+    targets = {t["target"]: t for t in summary.check_targets(reports, 100_000)}
+    assert targets["latency redis: best peer's p50 / jobq's"]["bound"] is None
 
 
 def test_the_ceilings_exchange_batch_is_a_default_workers_most() -> None:
@@ -221,3 +280,19 @@ def test_the_runner_imports_no_system() -> None:
         check=True,
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_pace_that_is_not_positive_is_refused_naming_the_value(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from benchmarks import ceilings
+    from benchmarks.__main__ import parse_args
+
+    for bad in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit) as info:
+            parse_args(["--rate", bad])
+        assert info.value.code == 2
+        assert "--rate must be a positive number of enqueues per second" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"pace must be a positive number .* not 0\.0"):
+        ceilings.measure("sqlite", str(tmp_path / "c.db"), quick=True, pace=0.0)
+    assert list(tmp_path.iterdir()) == []  # nothing was written
