@@ -334,7 +334,11 @@ def _lim(full: bool, freed: bool = False) -> str:
     and claims unlimited jobs as usual when none is (a backlog at its limit costs one
     statement per claim, not a locked transaction)."""
     if not full:
-        return f"lim AS (SELECT w AS waiting, w AS claimable FROM (SELECT {_WAITING} AS w) AS z)"
+        # OFFSET 0 keeps the subquery whole: pulled up, its one probe ran once per column
+        return (
+            f"lim AS (SELECT w AS waiting, w AS claimable FROM (SELECT {_WAITING} AS w OFFSET 0)"
+            " AS z)"
+        )
     return f"""lim AS (
     SELECT {_WAITING} AS waiting, EXISTS (
         SELECT 1 FROM served s CROSS JOIN LATERAL {_open_groups(_claimable(freed), "1")} AS og
