@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 import jobq
 from jobq.backends import Lease, Outcome, OutcomeKind
-from jobq.backends.postgres import PostgresBackend, _check_alive, _readable
+from jobq.backends.postgres import PostgresBackend, _check_alive, _lend, _readable
 from jobq.backends.postgres_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -927,6 +927,55 @@ def test_the_pool_check_refuses_a_terminated_connection(url: str) -> None:
         with b._pool.connection() as conn:
             assert conn.info.backend_pid != pid
         assert b.get(job.id) is not None
+    finally:
+        b.close()
+
+
+def test_a_pool_whose_connections_the_server_ended_lends_a_fresh_one_without_pausing(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the server ended every pooled connection (a restart, a cut of every session),
+    the next use tries them one after the other at once and gets a fresh connection; it never
+    sleeps between tries (psycopg_pool paces failed checks 1 s, 2 s, 4 s... apart, and under
+    sessions cut every few seconds a worker got no connection for minutes)."""
+    import psycopg_pool.pool
+
+    slept: list[float] = []
+    monkeypatch.setattr(psycopg_pool.pool, "sleep", lambda delay: slept.append(delay))
+    b = PostgresBackend(url + "&pool_size=4")
+    try:
+        held = [b._pool.getconn() for _ in range(3)]
+        pids = {conn.info.backend_pid for conn in held}
+        for conn in held:
+            b._pool.putconn(conn)
+        with psycopg.connect(postgres_or_skip(), autocommit=True) as admin:
+            for pid in pids:  # waits for each to end
+                admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        with _lend(b._pool) as conn:
+            assert conn.info.backend_pid not in pids
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert slept == []
+        (job,) = b.enqueue_many([new_job()])  # and the backend goes on as usual
+        assert b.get(job.id) is not None
+    finally:
+        b.close()
+
+
+def test_lend_gives_up_with_a_clear_error_when_every_try_finds_an_ended_connection(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobq.backends import postgres
+
+    def ended(conn: psycopg.Connection[Any]) -> None:
+        raise psycopg.OperationalError("terminating connection due to administrator command")
+
+    b = PostgresBackend(url + "&pool_size=2")
+    try:
+        monkeypatch.setattr(postgres, "_check_alive", ended)
+        with pytest.raises(jobq.BackendError, match=r"every connection of pool 'jobq' .* 3 times"):
+            b.stats()
+        monkeypatch.undo()
+        assert b.stats() is not None  # the pool recovers once connections pass again
     finally:
         b.close()
 

@@ -406,7 +406,7 @@ class PostgresBackend:
             timeout=timeout,
             open=False,
             name=name,
-            check=_check_alive,
+            check=_pool_check,
             configure=configure,
             # autocommit: a single statement is its own transaction (one round trip); every
             # multi-statement operation opens an explicit transaction()
@@ -477,7 +477,7 @@ class PostgresBackend:
                 with connection.cursor(row_factory=tuple_row) as cur:
                     yield cur
                 return
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with _lend(self._pool) as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
         except psycopg.errors.TransactionRollback as exc:  # deadlock: not a lost connection
             raise BackendError(
@@ -491,7 +491,7 @@ class PostgresBackend:
             ) from exc
 
     def schema_version(self) -> int:
-        with self._pool.connection() as conn:
+        with _lend(self._pool) as conn:
             return current_version(conn, self.schema)
 
     def close(self) -> None:
@@ -635,7 +635,7 @@ class PostgresBackend:
         if self._closed.is_set():
             raise BackendError(f"the PostgreSQL backend for {self.url} is closed")
         try:
-            with (pool or self._pool).connection() as conn:
+            with _lend(pool or self._pool) as conn:
                 rows: list[Any] = conn.execute(query, params).fetchall()
                 return rows
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
@@ -1677,6 +1677,48 @@ def _check_alive(conn: psycopg.Connection[Any]) -> None:
     if result.status != pq.ExecStatus.EMPTY_QUERY:
         reason = (result.error_message or pgconn.error_message).decode(errors="replace")
         raise psycopg.OperationalError(f"the connection failed its check: {reason.strip()}")
+
+
+class _Ended(BaseException):
+    """A pooled connection the server ended, found by :func:`_pool_check` (see :func:`_lend`).
+
+    A BaseException so that psycopg_pool lets it through at once, after giving the connection
+    back to be replaced: for an Exception it would sleep 1 s, 2 s, 4 s... before trying the
+    next connection."""
+
+
+def _pool_check(conn: psycopg.Connection[Any]) -> None:
+    try:
+        _check_alive(conn)
+    except psycopg.Error as exc:
+        raise _Ended(str(exc)) from exc
+
+
+@contextmanager
+def _lend(pool: psycopg_pool.ConnectionPool[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """``pool.connection()``, trying the pooled connections one after the other, at once,
+    until one is alive (each ended one is replaced; an empty pool lends a fresh connection).
+
+    The connections idle beside one the server ended (a restart, every session cut) have most
+    likely ended with it. Left to psycopg_pool, the tries would be paced 1 s, 2 s, 4 s...
+    apart; with the server cutting sessions every few seconds, every connection it came to had
+    been cut in the meantime, and a worker got no connection for minutes."""
+    for _ in range(pool.max_size + 1):
+        try:
+            conn = pool.getconn()
+            break
+        except _Ended:
+            continue
+    else:
+        raise psycopg.OperationalError(
+            f"every connection of pool {pool.name!r} the server ended, "
+            f"{pool.max_size + 1} times in a row"
+        )
+    try:
+        with conn:
+            yield conn
+    finally:
+        pool.putconn(conn)
 
 
 def _readable(fd: int) -> bool:
