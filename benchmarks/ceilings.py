@@ -42,7 +42,7 @@ from datetime import timedelta
 from os.path import exists
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.common import ROOT, WORKER_THREADS, subprocess_env
+from benchmarks.common import ROOT, WORKER_THREADS, percentile, subprocess_env
 
 #: the latency workload's default pace (``python -m benchmarks --rate``)
 DEFAULT_PACE = 200.0
@@ -90,11 +90,6 @@ def median_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def p99_ms(samples: Sequence[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
-
-
 def paced(op: Callable[[], object], pace: float, count: int) -> list[float]:
     """How long each of ``count`` calls of ``op`` took, started ``pace`` times a second (the
     process sleeping in between, as the latency workload's producer does)."""
@@ -113,7 +108,8 @@ def _paced_figures(commits: list[float], pace: float) -> dict[str, float]:
     return {
         "pace_per_s": pace,
         "paced_commit_ms_p50": median_ms(commits),
-        "paced_commit_ms_p99": p99_ms(commits),
+        # the same percentile as the latency workload's (benchmarks.common.latency_summary)
+        "paced_commit_ms_p99": percentile(sorted(commits), 99) * 1000,
     }
 
 
